@@ -1,0 +1,1 @@
+"""Inference runtime: model bundles and backends (TensorRT, ONNX Runtime, PyTorch)."""

@@ -1,0 +1,70 @@
+"""mbmt_ros: multi-backbone multi-task dense perception for ROS 2 (ament_python package).
+
+Installs with colcon (``colcon build``) on a robot and with plain ``pip`` on a workstation.
+The heavy training dependencies are the ``train`` extra so that a robot can install only
+the runtime (NumPy + ONNX Runtime or TensorRT).
+"""
+from glob import glob
+
+from setuptools import find_packages, setup
+
+PACKAGE = "mbmt_ros"
+
+setup(
+    name=PACKAGE,
+    version="0.1.0",
+    packages=find_packages(include=["mbmt_ros", "mbmt_ros.*", "training", "training.*"]),
+    package_data={"mbmt_ros": ["py.typed"]},
+    data_files=[
+        ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
+        (f"share/{PACKAGE}", ["package.xml"]),
+        (f"share/{PACKAGE}/launch", glob("launch/*.py")),
+        (f"share/{PACKAGE}/config", glob("config/*.yaml") + glob("config/*.rviz")),
+        (f"share/{PACKAGE}/config/train", glob("config/train/*.yaml")),
+    ],
+    python_requires=">=3.10",
+    install_requires=["numpy", "pyyaml", "pillow"],
+    extras_require={
+        # Runtime on a robot without TensorRT.
+        "onnx": ["onnxruntime"],
+        # Everything the training module needs (workstation / CI).
+        "train": [
+            "torch",
+            "torchvision",
+            "timm",
+            "lightning",
+            "tensorboard",
+            "safetensors",
+            "onnx",
+            "onnxscript",
+            "onnxruntime",
+            "rosbags",
+            "matplotlib",
+            "tqdm",
+        ],
+        # ROS 2 from PyPI wheels, for machines without a system ROS 2 install.
+        "ros-wheels": [
+            "ros-rclpy",
+            "ros-rmw-fastrtps-cpp",
+            "ros-sensor-msgs",
+            "ros-std-msgs",
+            "ros-diagnostic-msgs",
+            "ros-lifecycle-msgs",
+            "ros-builtin-interfaces",
+        ],
+        "dev": ["pytest", "pytest-timeout", "hypothesis", "ruff"],
+    },
+    zip_safe=True,
+    maintainer="mbmt_ros developers",
+    maintainer_email="mbmt-ros@users.noreply.github.com",
+    description="Multi-backbone multi-task segmentation, depth and normals for ROS 2",
+    license="Apache-2.0",
+    entry_points={
+        "console_scripts": [
+            "mbmt-train = training.cli:main",
+            "mbmt-engine = mbmt_ros.runtime.engine_cli:main",
+            "mbmt-replay = mbmt_ros.ros.replay:main",
+            "perception_node = mbmt_ros.ros.perception_node:main",
+        ],
+    },
+)

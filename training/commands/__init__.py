@@ -1,0 +1,1 @@
+"""One module per ``mbmt-train`` sub-command; each defines ``add_arguments`` and ``run``."""

@@ -1,0 +1,1 @@
+"""Data sources, the Sample type, transforms and label manifests."""

@@ -1,0 +1,22 @@
+"""Errors the training module reports to users (printed without a traceback by the CLI)."""
+from __future__ import annotations
+
+from mbmt_ros.errors import MbmtError
+
+__all__ = ["MbmtError", "ConfigError", "DataError", "CheckpointError", "TrainingError"]
+
+
+class ConfigError(MbmtError, ValueError):
+    """A configuration file or value is invalid."""
+
+
+class DataError(MbmtError, ValueError):
+    """A dataset, manifest, bag or sample file is missing or malformed."""
+
+
+class CheckpointError(MbmtError, ValueError):
+    """A checkpoint is missing, corrupt or of a different architecture."""
+
+
+class TrainingError(MbmtError, RuntimeError):
+    """Training cannot continue (e.g. non-finite loss)."""
