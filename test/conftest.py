@@ -26,9 +26,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     skip_gpu = pytest.mark.skip(reason="needs a CUDA GPU")
     cuda = None
     for item in items:
-        if "ros" in item.keywords and not isolated:
+        if item.get_closest_marker("ros") is not None and not isolated:
             item.add_marker(skip_ros)
-        if "gpu" in item.keywords:
+        if item.get_closest_marker("gpu") is not None:
             if cuda is None:
                 cuda = _cuda_available()
             if not cuda:

@@ -1,7 +1,7 @@
 """Errors the training module reports to users (printed without a traceback by the CLI)."""
 from __future__ import annotations
 
-from mbmt_ros.errors import MbmtError
+from mbmt_ros.errors import CheckpointError, MbmtError
 
 __all__ = ["MbmtError", "ConfigError", "DataError", "CheckpointError", "TrainingError"]
 
@@ -12,10 +12,6 @@ class ConfigError(MbmtError, ValueError):
 
 class DataError(MbmtError, ValueError):
     """A dataset, manifest, bag or sample file is missing or malformed."""
-
-
-class CheckpointError(MbmtError, ValueError):
-    """A checkpoint is missing, corrupt or of a different architecture."""
 
 
 class TrainingError(MbmtError, RuntimeError):

@@ -1,0 +1,93 @@
+"""Semantic point cloud: depth + camera intrinsics -> sensor_msgs/PointCloud2 (x y z rgb label).
+
+Points are in the camera's optical frame (x right, y down, z forward; REP 103), i.e. the
+frame of the image header. The cloud is organised (one point per ``stride``-th pixel in
+each direction); pixels without valid depth (or beyond ``max_depth``) are NaN points, so
+``is_dense`` is false. ``rgb`` is packed ``0x00RRGGBB`` in a float32 (the PCL / rviz
+convention) and ``label`` the uint32 class id (255 = no prediction).
+"""
+from __future__ import annotations
+
+import array
+from dataclasses import dataclass
+
+import numpy as np
+from sensor_msgs.msg import CameraInfo, PointCloud2, PointField
+from std_msgs.msg import Header
+
+from mbmt_ros.ros.errors import ImageConversionError
+
+__all__ = ["POINT_DTYPE", "Intrinsics", "intrinsics_from_camera_info", "depth_to_points",
+           "points_to_msg"]
+
+#: Memory layout of one point (20 bytes, no padding).
+POINT_DTYPE = np.dtype([("x", "<f4"), ("y", "<f4"), ("z", "<f4"), ("rgb", "<f4"), ("label", "<u4")])
+_FIELDS = (("x", PointField.FLOAT32), ("y", PointField.FLOAT32), ("z", PointField.FLOAT32),
+           ("rgb", PointField.FLOAT32), ("label", PointField.UINT32))
+
+
+@dataclass(frozen=True)
+class Intrinsics:
+    """Pinhole intrinsics for an image of ``width`` x ``height`` pixels."""
+
+    fx: float
+    fy: float
+    cx: float
+    cy: float
+    width: int
+    height: int
+
+    def scaled_to(self, width: int, height: int) -> Intrinsics:
+        """The same camera for an image resized to ``width`` x ``height``."""
+        if (width, height) == (self.width, self.height):
+            return self
+        sx, sy = width / self.width, height / self.height
+        return Intrinsics(self.fx * sx, self.fy * sy, (self.cx + 0.5) * sx - 0.5,
+                          (self.cy + 0.5) * sy - 0.5, width, height)
+
+
+def intrinsics_from_camera_info(info: CameraInfo) -> Intrinsics:
+    """Read fx, fy, cx, cy from ``info.k``; raises ImageConversionError for an unset camera."""
+    k = [float(v) for v in info.k]
+    if k[0] <= 0 or k[4] <= 0 or info.width <= 0 or info.height <= 0:
+        raise ImageConversionError(
+            f"camera_info is not calibrated (fx={k[0]}, fy={k[4]}, size {info.width}x{info.height})")
+    return Intrinsics(k[0], k[4], k[2], k[5], int(info.width), int(info.height))
+
+
+def depth_to_points(depth: np.ndarray, intrinsics: Intrinsics, colours: np.ndarray,
+                    labels: np.ndarray | None = None, stride: int = 1,
+                    max_depth: float = float("inf")) -> np.ndarray:
+    """Back-project ``depth`` (H, W metres) to an organised ``(H/stride, W/stride)`` array of
+    :data:`POINT_DTYPE`; ``colours`` is (H, W, 3) uint8, ``labels`` (H, W) ids or None (255)."""
+    height, width = depth.shape
+    cam = intrinsics.scaled_to(width, height)
+    z = np.asarray(depth[::stride, ::stride], dtype=np.float32)
+    v, u = np.mgrid[0:height:stride, 0:width:stride].astype(np.float32)
+    valid = np.isfinite(z) & (z > 0) & (z <= max_depth)
+    z = np.where(valid, z, np.nan).astype(np.float32)
+    points = np.empty(z.shape, dtype=POINT_DTYPE)
+    points["x"] = (u - cam.cx) * z / cam.fx
+    points["y"] = (v - cam.cy) * z / cam.fy
+    points["z"] = z
+    c = colours[::stride, ::stride].astype(np.uint32)
+    points["rgb"] = ((c[..., 0] << 16) | (c[..., 1] << 8) | c[..., 2]).view(np.float32)
+    points["label"] = 255 if labels is None else labels[::stride, ::stride]
+    return points
+
+
+def points_to_msg(points: np.ndarray, header: Header) -> PointCloud2:
+    """Wrap an organised :data:`POINT_DTYPE` array in a PointCloud2 (one buffer copy)."""
+    msg = PointCloud2()
+    msg.header = header
+    msg.height, msg.width = points.shape if points.ndim == 2 else (1, points.shape[0])
+    msg.fields = [PointField(name=name, offset=POINT_DTYPE.fields[name][1], datatype=kind, count=1)
+                  for name, kind in _FIELDS]
+    msg.is_bigendian = False
+    msg.point_step = POINT_DTYPE.itemsize
+    msg.row_step = msg.point_step * msg.width
+    msg.is_dense = False
+    data = array.array("B")
+    data.frombytes(np.ascontiguousarray(points).reshape(-1).view(np.uint8).data)
+    msg.data = data
+    return msg

@@ -1,0 +1,62 @@
+"""GPU facts through NVIDIA's ``cuda-python`` runtime bindings (no torch, no pycuda).
+
+Used to decide whether GPU backends can run and to key the TensorRT engine cache by GPU
+name and compute capability. Every function degrades to "no GPU" when ``cuda-python`` or a
+driver is missing, so callers can probe freely.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ["GpuInfo", "cudart", "check", "device_count", "gpu_info"]
+
+
+@dataclass(frozen=True)
+class GpuInfo:
+    """What identifies a GPU for engine compatibility."""
+
+    name: str
+    compute_capability: str  # "8.7"
+    total_memory: int  # bytes
+
+
+def cudart() -> Any:
+    """The ``cuda.bindings.runtime`` module; ImportError when cuda-python is not installed."""
+    from cuda.bindings import runtime  # optional dependency
+
+    return runtime
+
+
+def check(result: Any, what: str) -> Any:
+    """Unpack a ``cuda.bindings`` ``(err, *values)`` tuple, raising on a CUDA error."""
+    rt = cudart()
+    err, *values = result if isinstance(result, tuple) else (result,)
+    if err != rt.cudaError_t.cudaSuccess:
+        _, text = rt.cudaGetErrorString(err)
+        raise RuntimeError(f"CUDA error in {what}: {err.name}: "
+                           f"{text.decode() if isinstance(text, bytes) else text}")
+    if not values:
+        return None
+    return values[0] if len(values) == 1 else tuple(values)
+
+
+def device_count() -> int:
+    """Number of usable CUDA devices (0 without cuda-python, a driver or a GPU)."""
+    try:
+        rt = cudart()
+        err, count = rt.cudaGetDeviceCount()
+    except Exception:  # any failure means "no GPU here"
+        return 0
+    return int(count) if err == rt.cudaError_t.cudaSuccess else 0
+
+
+def gpu_info(device: int = 0) -> GpuInfo:
+    """Name, compute capability and memory of CUDA device ``device``."""
+    rt = cudart()
+    prop = check(rt.cudaGetDeviceProperties(device), "cudaGetDeviceProperties")
+    name = prop.name
+    if isinstance(name, bytes):
+        name = name.split(b"\0", 1)[0].decode(errors="replace")
+    return GpuInfo(name=str(name).strip(), compute_capability=f"{prop.major}.{prop.minor}",
+                   total_memory=int(prop.totalGlobalMem))

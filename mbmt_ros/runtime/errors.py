@@ -1,0 +1,45 @@
+"""Errors of the inference runtime; each message names the file or value and what to do."""
+from __future__ import annotations
+
+from mbmt_ros.errors import MbmtError
+
+__all__ = [
+    "RuntimeFailure", "BundleError", "SchemaVersionError", "InputError", "BackendError",
+    "UnknownBackendError", "BackendNotInstalledError", "EngineBuildError", "EngineOutOfMemoryError",
+]
+
+
+class RuntimeFailure(MbmtError, RuntimeError):
+    """Base class of every runtime (inference-side) failure."""
+
+
+class BundleError(RuntimeFailure):
+    """A model bundle is missing, incomplete or corrupt."""
+
+
+class SchemaVersionError(BundleError):
+    """A bundle's ``meta.json`` has a schema version this runtime does not read."""
+
+
+class InputError(RuntimeFailure, ValueError):
+    """An image handed to a predictor has the wrong shape, channel count or dtype."""
+
+
+class BackendError(RuntimeFailure):
+    """A backend cannot be opened or failed while running."""
+
+
+class UnknownBackendError(BackendError, ValueError):
+    """A backend name that is not in :data:`mbmt_ros.runtime.BACKENDS`."""
+
+
+class BackendNotInstalledError(BackendError, ImportError):
+    """A backend's library is not installed; the message names the package to install."""
+
+
+class EngineBuildError(BackendError):
+    """TensorRT could not build an engine from ``model.onnx``."""
+
+
+class EngineOutOfMemoryError(EngineBuildError, MemoryError):
+    """The GPU ran out of memory while TensorRT built an engine (nothing was written)."""

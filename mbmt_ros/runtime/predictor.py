@@ -1,0 +1,108 @@
+"""The :class:`Predictor` interface and the one implementation every backend shares.
+
+A backend only supplies a :class:`Runner`: something that runs the bundle's graph on a
+uint8 NHWC batch *at the bundle's input size* and returns the raw named outputs. The
+:class:`BundlePredictor` wraps it with input checks, resizing to the bundle size and back,
+batch splitting (for fixed-batch engines) and the output contract of ``docs/architecture.md``.
+"""
+from __future__ import annotations
+
+import threading
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+from mbmt_ros.runtime.bundle import Bundle
+from mbmt_ros.runtime.errors import BackendError
+from mbmt_ros.runtime.processing import check_batch, check_image, postprocess, resize_images
+
+__all__ = ["Predictor", "Runner", "BundlePredictor"]
+
+
+@runtime_checkable
+class Predictor(Protocol):
+    """Runs a model bundle on RGB images; outputs are at the input image's resolution."""
+
+    backend: str
+    precision: str
+    device: str
+    tasks: tuple[str, ...]
+    class_names: tuple[str, ...]
+    palette: tuple[tuple[int, int, int], ...]
+
+    def predict(self, image: np.ndarray) -> dict[str, np.ndarray]:
+        """(H, W, 3) uint8 RGB -> segmentation (H, W) int32, segmentation_confidence and
+        depth (H, W) float32, normals (H, W, 3) float32 - those of the bundle's tasks."""
+        ...
+
+    def predict_batch(self, images: np.ndarray) -> list[dict[str, np.ndarray]]:
+        """(N, H, W, 3) uint8 RGB -> one :meth:`predict`-style dict per image."""
+        ...
+
+    def close(self) -> None:
+        """Free the backend's resources (GPU buffers, sessions); idempotent."""
+        ...
+
+
+class Runner(Protocol):
+    """A backend's graph executor (the only part that differs between backends)."""
+
+    #: Largest batch one call accepts (``None``: any).
+    max_batch: int | None
+
+    def run(self, images: np.ndarray) -> dict[str, np.ndarray]:
+        """uint8 (N, h, w, 3) at the bundle size -> raw outputs by graph output name."""
+        ...
+
+    def close(self) -> None:
+        ...
+
+
+class BundlePredictor:
+    """:class:`Predictor` over any :class:`Runner`; calls are serialised by a lock so one
+    predictor can be shared between threads (the node's inference thread and tools)."""
+
+    def __init__(self, bundle: Bundle, runner: Runner, backend: str, precision: str,
+                 device: str) -> None:
+        self.bundle = bundle
+        self.backend = backend
+        self.precision = precision
+        self.device = device
+        self.tasks = bundle.tasks
+        self.class_names = bundle.class_names
+        self.palette = bundle.palette
+        self._runner: Runner | None = runner
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return (f"BundlePredictor(bundle={str(self.bundle.path)!r}, backend={self.backend!r}, "
+                f"precision={self.precision!r}, device={self.device!r}, tasks={self.tasks})")
+
+    def __enter__(self) -> BundlePredictor:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def predict(self, image: np.ndarray) -> dict[str, np.ndarray]:
+        return self.predict_batch(check_image(image)[None])[0]
+
+    def predict_batch(self, images: np.ndarray) -> list[dict[str, np.ndarray]]:
+        images = check_batch(images)
+        size = images.shape[1:3]
+        resized = resize_images(images, self.bundle.input_size)
+        with self._lock:
+            if self._runner is None:
+                raise BackendError(f"{self!r} is closed; open a new predictor")
+            step = self._runner.max_batch or len(resized)
+            results: list[dict[str, np.ndarray]] = []
+            for start in range(0, len(resized), step):
+                raw = self._runner.run(resized[start:start + step])
+                results.extend(postprocess(raw, size))
+        return results
+
+    def close(self) -> None:
+        with self._lock:
+            if self._runner is not None:
+                self._runner.close()
+                self._runner = None

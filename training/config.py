@@ -1,0 +1,304 @@
+"""Pipeline configs: load a YAML with ``model``, ``data``, ``train`` and ``stages`` sections.
+
+A pipeline config names the shared model settings (``model:``, the ``build_model`` keys of
+docs/models.md), where the data comes from (``data:``), the training defaults (``train:``) and
+the ordered list of stages (``stages:``). Every stage is ``{name, kind, ...options}``; ``kind``
+is an ``mbmt-train`` stage command (defaults to ``name``), ``name`` is its folder in the run
+directory, and ``model:``/``train:`` inside a stage override the shared sections for that stage.
+Validation happens once, here, so a typo fails before any training starts, naming the key.
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from training.errors import ConfigError
+
+__all__ = ["PipelineConfig", "StageSpec", "load_config", "parse_config", "STAGE_KINDS",
+           "TRAIN_DEFAULTS", "DATA_DEFAULTS", "deep_merge"]
+
+TRAIN_DEFAULTS: dict[str, Any] = {
+    "epochs": 10,
+    "batch_size": 8,
+    "lr": 1.0e-4,
+    "weight_decay": 0.0,
+    "optimizer": "adam",            # adam | adamw | sgd
+    "weighting": "dwa",             # a training.weighting name
+    "weighting_options": {"temperature": 2.0},
+    "precision": "auto",            # auto -> 16-mixed on CUDA, 32-true on CPU
+    "accelerator": "auto",
+    "devices": 1,
+    "strategy": "auto",
+    "num_nodes": 1,
+    "num_workers": 0,
+    "augment": False,
+    "max_steps": -1,
+    "limit_train_batches": 1.0,
+    "limit_val_batches": 1.0,
+    "gradient_clip": 0.0,
+    "log_every_n_steps": 10,
+    "deterministic": True,
+}
+DATA_DEFAULTS: dict[str, Any] = {
+    "root": None,                   # dataset folder (NYUv2 layout); None -> <run dir>/data
+    "synth": None,                  # {count, size: [H, W], seed, val_fraction} to generate it
+    "input_size": None,             # [H, W] the networks see; None -> the files' size
+    "train_split": "train",
+    "val_split": "val",
+    "manifest": None,               # label manifest; None -> <root>/manifest.json
+}
+_SYNTH_KEYS = {"count", "size", "seed", "val_fraction"}
+
+#: stage kind -> the options it accepts (besides name/kind/model/train), with defaults.
+STAGE_KINDS: dict[str, dict[str, Any]] = {
+    "make-split": {"depth": None, "segmentation": None, "normals": None, "seed": None},
+    "pretrain-st": {"tasks": None, "manifest": None},
+    "assemble": {"from": None, "cold": False, "freeze": True},
+    "train-mbmt": {"from": None, "cold": False, "freeze": True, "manifest": None},
+    "train-mt": {"manifest": None},
+    "train-teacher": {"manifest": None, "extra_modality": "depth"},
+    "pseudo-label": {"teacher": None, "manifest": None, "tau": 0.9, "task": "segmentation"},
+    "train-student": {"manifest": None},
+    "evaluate": {"stages": None, "baseline": None, "split": None, "samples": 3},
+    "affinity": {"manifest": None},
+    "export": {"from": None, "input_size": None},
+}
+_TRAINING_KINDS = {"pretrain-st", "train-mbmt", "train-mt", "train-teacher", "train-student",
+                   "affinity"}
+_TOP_KEYS = {"name", "seed", "model", "data", "train", "stages", "description"}
+
+
+def deep_merge(base: dict[str, Any], override: dict[str, Any] | None) -> dict[str, Any]:
+    """``base`` updated with ``override``; nested dicts merge, everything else replaces."""
+    out = copy.deepcopy(base)
+    for key, value in (override or {}).items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+@dataclass(frozen=True)
+class StageSpec:
+    """One entry of ``stages:``: its folder name, command kind and resolved options."""
+
+    name: str
+    kind: str
+    options: dict[str, Any] = field(default_factory=dict)
+    model: dict[str, Any] = field(default_factory=dict)   # overrides of the shared model section
+    train: dict[str, Any] = field(default_factory=dict)   # resolved training settings
+
+    @property
+    def trains(self) -> bool:
+        return self.kind in _TRAINING_KINDS
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "kind": self.kind, **self.options, "model": self.model,
+                "train": self.train}
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    """A validated pipeline config."""
+
+    name: str
+    path: Path | None
+    seed: int
+    model: dict[str, Any]
+    data: dict[str, Any]
+    train: dict[str, Any]
+    stages: tuple[StageSpec, ...]
+    raw: dict[str, Any]
+
+    def stage(self, name: str) -> StageSpec:
+        for spec in self.stages:
+            if spec.name == name:
+                return spec
+        raise ConfigError(f"config '{self.name}' has no stage named '{name}'; its stages are "
+                          f"{[s.name for s in self.stages]}")
+
+    def first_of_kind(self, kind: str) -> StageSpec:
+        for spec in self.stages:
+            if spec.kind == kind:
+                return spec
+        raise ConfigError(f"config '{self.name}' lists no '{kind}' stage; add one under "
+                          f"stages: (e.g. '- {{name: {kind}, kind: {kind}}}') or pass --stage")
+
+    def stage_model(self, spec: StageSpec) -> dict[str, Any]:
+        """The shared ``model:`` section with the stage's overrides applied."""
+        return deep_merge(self.model, spec.model)
+
+
+def load_config(path: str | Path) -> PipelineConfig:
+    """Read and validate a pipeline YAML; every problem is a ConfigError naming the file."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist (see config/train/ for examples)") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc}") from exc
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {path} is not valid YAML: {exc}") from exc
+    return parse_config(raw, path=path)
+
+
+def parse_config(raw: Any, path: Path | None = None) -> PipelineConfig:
+    """Validate an already-parsed config mapping (see :func:`load_config`)."""
+    where = str(path) if path is not None else "config"
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: the top level must be a mapping with model/data/train/stages")
+    unknown = sorted(set(raw) - _TOP_KEYS)
+    if unknown:
+        raise ConfigError(f"{where}: unknown top-level key(s) {unknown}; allowed: {sorted(_TOP_KEYS)}")
+    name = raw.get("name") or (path.stem if path is not None else "run")
+    seed = raw.get("seed", 0)
+    if not isinstance(seed, int) or isinstance(seed, bool):
+        raise ConfigError(f"{where}: seed must be an integer, got {seed!r}")
+    model = _mapping(raw.get("model"), f"{where}: model")
+    if not model:
+        raise ConfigError(f"{where}: a 'model:' section is required (see docs/models.md)")
+    data = _section(raw.get("data"), DATA_DEFAULTS, f"{where}: data")
+    train = _section(raw.get("train"), TRAIN_DEFAULTS, f"{where}: train")
+    _check_train(train, f"{where}: train")
+    _check_data(data, f"{where}: data")
+    stages = _parse_stages(raw.get("stages"), train, where)
+    return PipelineConfig(name=str(name), path=path, seed=seed, model=model, data=data,
+                          train=train, stages=stages, raw=raw)
+
+
+def _mapping(value: Any, where: str) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ConfigError(f"{where} must be a mapping, got {type(value).__name__}")
+    return copy.deepcopy(value)
+
+
+def _section(value: Any, defaults: dict[str, Any], where: str) -> dict[str, Any]:
+    value = _mapping(value, where)
+    unknown = sorted(set(value) - set(defaults))
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {unknown}; allowed: {sorted(defaults)}")
+    return deep_merge(defaults, value)
+
+
+def _check_train(train: dict[str, Any], where: str) -> None:
+    for key in ("epochs", "batch_size", "devices", "num_nodes"):
+        if not isinstance(train[key], int) or isinstance(train[key], bool) or train[key] < 1:
+            raise ConfigError(f"{where}.{key} must be an integer >= 1, got {train[key]!r}")
+    if not isinstance(train["num_workers"], int) or train["num_workers"] < 0:
+        raise ConfigError(f"{where}.num_workers must be an integer >= 0, got {train['num_workers']!r}")
+    for key in ("lr",):
+        if not isinstance(train[key], (int, float)) or train[key] <= 0:
+            raise ConfigError(f"{where}.{key} must be a positive number, got {train[key]!r}")
+    if train["optimizer"] not in ("adam", "adamw", "sgd"):
+        raise ConfigError(f"{where}.optimizer must be adam, adamw or sgd, got {train['optimizer']!r}")
+    if not isinstance(train["weighting_options"], dict):
+        raise ConfigError(f"{where}.weighting_options must be a mapping")
+
+
+def _check_data(data: dict[str, Any], where: str) -> None:
+    synth = data["synth"]
+    if synth is not None:
+        if not isinstance(synth, dict):
+            raise ConfigError(f"{where}.synth must be a mapping with {sorted(_SYNTH_KEYS)}")
+        unknown = sorted(set(synth) - _SYNTH_KEYS)
+        if unknown:
+            raise ConfigError(f"{where}.synth: unknown key(s) {unknown}; allowed: {sorted(_SYNTH_KEYS)}")
+        if not isinstance(synth.get("count"), int) or synth["count"] < 2:
+            raise ConfigError(f"{where}.synth.count must be an integer >= 2")
+    elif data["root"] is None:
+        raise ConfigError(f"{where}: give either 'root' (a dataset folder) or 'synth' (to generate one)")
+    size = data["input_size"]
+    if size is not None and (not isinstance(size, (list, tuple)) or len(size) != 2
+                             or not all(isinstance(v, int) and v > 0 for v in size)):
+        raise ConfigError(f"{where}.input_size must be [height, width] in pixels, got {size!r}")
+
+
+def _parse_stages(value: Any, train: dict[str, Any], where: str) -> tuple[StageSpec, ...]:
+    if not isinstance(value, list) or not value:
+        raise ConfigError(f"{where}: 'stages:' must be a non-empty list; kinds: {sorted(STAGE_KINDS)}")
+    specs: list[StageSpec] = []
+    seen: dict[str, str] = {}
+    for i, entry in enumerate(value):
+        here = f"{where}: stages[{i}]"
+        if isinstance(entry, str):
+            entry = {"name": entry}
+        if not isinstance(entry, dict) or "name" not in entry:
+            raise ConfigError(f"{here} must be a mapping with at least a 'name'")
+        entry = dict(entry)
+        name = str(entry.pop("name"))
+        if not name or "/" in name or name.startswith(".") or name in ("data", "config.yaml"):
+            raise ConfigError(f"{here}: '{name}' is not a usable stage folder name")
+        if name in seen:
+            raise ConfigError(f"{here}: stage name '{name}' is used twice")
+        kind = str(entry.pop("kind", name))
+        if kind not in STAGE_KINDS:
+            raise ConfigError(f"{here} ('{name}'): unknown kind '{kind}'; kinds: {sorted(STAGE_KINDS)}")
+        model = _mapping(entry.pop("model", None), f"{here}.model")
+        overrides = _mapping(entry.pop("train", None), f"{here}.train")
+        unknown = sorted(set(overrides) - set(TRAIN_DEFAULTS))
+        if unknown:
+            raise ConfigError(f"{here}.train: unknown key(s) {unknown}; allowed: {sorted(TRAIN_DEFAULTS)}")
+        stage_train = deep_merge(train, overrides)
+        _check_train(stage_train, f"{here}.train")
+        allowed = STAGE_KINDS[kind]
+        unknown = sorted(set(entry) - set(allowed))
+        if unknown:
+            raise ConfigError(f"{here} ('{name}', kind {kind}): unknown option(s) {unknown}; "
+                              f"allowed: {sorted(allowed)}")
+        options = {**allowed, **entry}
+        _check_refs(name, kind, options, seen, here)
+        seen[name] = kind
+        specs.append(StageSpec(name=name, kind=kind, options=options, model=model, train=stage_train))
+    return tuple(specs)
+
+
+# option -> stage kinds it may name (a string that is not an earlier stage is taken as a path)
+_REF_KINDS = {
+    ("assemble", "from"): {"pretrain-st"},
+    ("train-mbmt", "from"): {"assemble"},
+    ("pseudo-label", "teacher"): {"train-teacher"},
+    ("export", "from"): _TRAINING_KINDS - {"affinity"},
+    ("evaluate", "baseline"): {"pretrain-st"},
+}
+
+
+def _check_refs(name: str, kind: str, options: dict[str, Any], seen: dict[str, str], here: str) -> None:
+    for (k, opt), kinds in _REF_KINDS.items():
+        if k != kind:
+            continue
+        ref = options.get(opt)
+        if ref is None:
+            if kind == "assemble" and opt == "from" and not options.get("cold"):
+                raise ConfigError(f"{here} ('{name}'): 'from:' must name the pretrain-st stage "
+                                  "(or set cold: true)")
+            if kind in ("pseudo-label", "export") and opt in ("teacher", "from"):
+                raise ConfigError(f"{here} ('{name}'): '{opt}:' must name an earlier stage")
+            continue
+        if ref not in seen:
+            raise ConfigError(f"{here} ('{name}'): {opt}: '{ref}' is not an earlier stage; "
+                              f"earlier stages: {list(seen)}")
+        if seen[ref] not in kinds:
+            raise ConfigError(f"{here} ('{name}'): {opt}: '{ref}' is a {seen[ref]} stage, "
+                              f"expected one of {sorted(kinds)}")
+    manifest = options.get("manifest")
+    if manifest is not None and manifest in seen and seen[manifest] not in ("make-split", "pseudo-label"):
+        raise ConfigError(f"{here} ('{name}'): manifest: '{manifest}' must be a make-split or "
+                          "pseudo-label stage (or a manifest file path)")
+    if kind == "pseudo-label":
+        tau = options["tau"]
+        if not isinstance(tau, (int, float)) or not 0.0 <= tau < 1.0:
+            raise ConfigError(f"{here} ('{name}'): tau must be in [0, 1), got {tau!r}")
+    if kind == "evaluate":
+        for ref in options.get("stages") or []:
+            if ref not in seen:
+                raise ConfigError(f"{here} ('{name}'): stages: '{ref}' is not an earlier stage")

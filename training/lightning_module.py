@@ -1,0 +1,144 @@
+"""The LightningModule every training stage uses: a model, its losses and a loss weighting.
+
+Architecture-agnostic (LibMTL style): the model comes from ``build_model``, the loss from
+``training.losses.compute_losses`` and the weighting from ``make_weighting`` by name, so ST,
+MT, MBMT, teacher and student stages differ only in config. The multi-modal teacher gets its
+extra input (depth in metres, or a one-hot segmentation) from the batch's labels via
+:func:`teacher_extra_input`.
+
+A non-finite loss stops training with a :class:`~training.errors.TrainingError` before the
+optimiser step, so the last checkpoint on disk is the last good state.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+import torch.nn.functional as F
+
+from mbmt_ros.tasks import DEPTH, SEGMENTATION
+from training.errors import ConfigError, TrainingError
+from training.losses import compute_losses
+from training.weighting import make_weighting
+
+__all__ = ["MultiTaskModule", "teacher_extra_input", "model_inputs"]
+
+
+def teacher_extra_input(batch: Mapping[str, Any], modality: str, num_classes: int) -> torch.Tensor:
+    """The teacher's extra input from the batch labels: depth ``(N,1,H,W)`` metres, or a one-hot
+    segmentation ``(N,C,H,W)`` with void pixels all-zero."""
+    if modality == DEPTH:
+        return batch[DEPTH].float()
+    if modality == SEGMENTATION:
+        seg = batch[SEGMENTATION].long()
+        onehot = F.one_hot(seg.clamp(min=0), num_classes).permute(0, 3, 1, 2).float()
+        return onehot * (seg >= 0).unsqueeze(1).float()
+    raise ConfigError(f"unknown teacher extra modality {modality!r}; use depth or segmentation")
+
+
+def model_inputs(model: torch.nn.Module, batch: Mapping[str, Any]) -> tuple[torch.Tensor, ...]:
+    """Positional inputs of ``model`` for ``batch``: ``(image,)`` or ``(image, extra)`` (teacher)."""
+    modality = getattr(model, "extra_modality", None)
+    if modality is None:
+        modality = (getattr(model, "config", None) or {}).get("extra_modality")
+    if modality is None:
+        return (batch["image"],)
+    return (batch["image"], teacher_extra_input(batch, modality, model.num_classes))
+
+
+class MultiTaskModule(pl.LightningModule):
+    """Train ``model`` on its ``tasks`` with ``weighting``; DWA is updated at every epoch end.
+
+    ``train_cfg`` is a stage's resolved ``train:`` section (see ``training.config``).
+    ``tasks`` are the tasks with a loss (default: all of the model's tasks; the teacher may be
+    trained on fewer than it predicts).
+    """
+
+    def __init__(self, model: torch.nn.Module, train_cfg: Mapping[str, Any],
+                 tasks: tuple[str, ...] | None = None) -> None:
+        super().__init__()
+        self.model = model
+        self.train_cfg = dict(train_cfg)
+        self.loss_tasks = tuple(tasks or model.tasks)
+        self.weighting = make_weighting(train_cfg["weighting"], self.loss_tasks,
+                                        **(train_cfg.get("weighting_options") or {}))
+        self._epoch_sums: dict[str, float] = {}
+        self._epoch_counts: dict[str, int] = {}
+
+    def forward(self, *inputs: torch.Tensor) -> dict[str, torch.Tensor]:
+        return self.model(*inputs)
+
+    def _step_losses(self, batch: Mapping[str, Any]) -> dict[str, torch.Tensor]:
+        outputs = self.model(*model_inputs(self.model, batch))
+        return compute_losses(outputs, batch, self.loss_tasks)
+
+    def training_step(self, batch: Mapping[str, Any], batch_idx: int) -> torch.Tensor | None:
+        losses = self._step_losses(batch)
+        bad = {t: float(v.detach()) for t, v in losses.items() if not torch.isfinite(v).all()}
+        if bad:
+            raise TrainingError(
+                f"non-finite loss at epoch {self.current_epoch}, step {self.global_step}: {bad}; "
+                "training stopped before this step, the last good checkpoint is kept - lower the "
+                "learning rate (train.lr) or check the data for NaN/inf values"
+            )
+        if not losses:
+            return None  # no labelled pixel of any task in this batch
+        total = self.weighting(losses)
+        for task, value in losses.items():
+            v = float(value.detach())
+            self._epoch_sums[task] = self._epoch_sums.get(task, 0.0) + v
+            self._epoch_counts[task] = self._epoch_counts.get(task, 0) + 1
+            self.log(f"train/loss_{task}", value.detach(), on_step=True, on_epoch=True,
+                     batch_size=batch["image"].shape[0])
+        self.log("train/loss", total.detach(), prog_bar=True, on_step=True, on_epoch=True,
+                 batch_size=batch["image"].shape[0])
+        return total
+
+    def on_train_epoch_end(self) -> None:
+        means: dict[str, float] = {}
+        for task in self.loss_tasks:
+            stats = torch.tensor([self._epoch_sums.get(task, 0.0),
+                                  float(self._epoch_counts.get(task, 0))], dtype=torch.float64)
+            stats = self.trainer.strategy.reduce(stats.to(self.device), reduce_op="sum")
+            if float(stats[1]) > 0:
+                means[task] = float(stats[0] / stats[1])
+        self.weighting.epoch_end(means)
+        for task, w in self.weighting.weights().items():
+            self.log(f"weight/{task}", float(w), sync_dist=False)
+        self._epoch_sums.clear()
+        self._epoch_counts.clear()
+
+    def validation_step(self, batch: Mapping[str, Any], batch_idx: int) -> None:
+        losses = self._step_losses(batch)
+        n = batch["image"].shape[0]
+        for task, value in losses.items():
+            self.log(f"val/loss_{task}", value, on_epoch=True, sync_dist=True, batch_size=n)
+        if losses:
+            total = torch.stack([v for v in losses.values()]).sum()
+            self.log("val/loss", total, prog_bar=True, on_epoch=True, sync_dist=True, batch_size=n)
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        params = [p for p in self.parameters() if p.requires_grad]
+        if not params:
+            raise ConfigError("the model has no trainable parameters (everything is frozen)")
+        cfg = self.train_cfg
+        name, lr, wd = cfg["optimizer"], float(cfg["lr"]), float(cfg.get("weight_decay", 0.0))
+        if name == "adam":
+            return torch.optim.Adam(params, lr=lr, weight_decay=wd)
+        if name == "adamw":
+            return torch.optim.AdamW(params, lr=lr, weight_decay=wd)
+        return torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=wd)
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        # A finite loss can still give non-finite gradients; refuse to write NaN into the
+        # weights. fp16 AMP skips such steps itself (its grad scaler), so it is left alone.
+        if str(self.trainer.precision).startswith("16"):
+            return
+        grads = [p.grad for p in self.parameters() if p.grad is not None]
+        if grads and not bool(torch.stack([g.isfinite().all() for g in grads]).all()):
+            raise TrainingError(
+                f"non-finite gradient at epoch {self.current_epoch}, step {self.global_step}; "
+                "training stopped, the last good checkpoint is kept - lower train.lr"
+            )

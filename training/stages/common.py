@@ -1,0 +1,135 @@
+"""What every stage shares: its context (config, run folder, spec), seeding and the Lightning fit.
+
+:func:`fit_model` is the one place a Trainer is built: mixed precision on CUDA, atomic
+``weights_only`` checkpoints (``checkpoints/last.ckpt``, resumed automatically), TensorBoard
+logs under ``<stage>/logs``, progress bars, and DDP through whatever launcher started the
+process (``torchrun`` / Lightning) - ``train.devices`` / ``train.strategy`` / ``train.num_nodes``.
+Only global rank 0 writes final artefacts.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from training.config import PipelineConfig, StageSpec
+from training.errors import TrainingError
+from training.run_dir import RunDir, config_digest
+
+__all__ = ["StageContext", "fit_model", "resolve_precision", "seed_everything", "is_rank_zero",
+           "save_stage_model"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class StageContext:
+    """One stage about to run: the pipeline config, the run folder and the stage's spec."""
+
+    config: PipelineConfig
+    run: RunDir
+    spec: StageSpec
+
+    @property
+    def dir(self) -> Path:
+        return self.run.stage_dir(self.spec.name)
+
+    @property
+    def train(self) -> dict[str, Any]:
+        return self.spec.train
+
+    @property
+    def digest(self) -> str:
+        return config_digest({"stage": self.spec.as_dict(), "model": self.config.model,
+                              "data": self.config.data, "seed": self.config.seed})
+
+    def seed(self, offset: int = 0) -> int:
+        return self.config.seed + offset
+
+
+def is_rank_zero() -> bool:
+    """True in a single process and on global rank 0 of a DDP job (``RANK`` from the launcher)."""
+    return int(os.environ.get("RANK", os.environ.get("GLOBAL_RANK", "0"))) == 0
+
+
+def seed_everything(seed: int) -> None:
+    import lightning.pytorch as pl
+
+    pl.seed_everything(seed, workers=True, verbose=False)
+
+
+def resolve_precision(train: dict[str, Any]) -> str:
+    """``auto`` -> bf16 (or fp16) mixed precision on CUDA, full fp32 on CPU."""
+    precision = str(train.get("precision", "auto"))
+    if precision != "auto":
+        return precision
+    wants_gpu = str(train.get("accelerator", "auto")) in ("auto", "gpu", "cuda")
+    if wants_gpu and torch.cuda.is_available():
+        return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
+    return "32-true"
+
+
+def fit_model(ctx: StageContext, module: Any, train_loader: Any, val_loader: Any | None,
+              name: str | None = None) -> Any:
+    """Train ``module`` for the stage's epochs, resuming ``<stage>/<name>/checkpoints/last.ckpt``.
+
+    ``name`` separates several trainings inside one stage (pretrain-st trains one net per task).
+    Returns the Trainer; raises TrainingError if training was interrupted.
+    """
+    import lightning.pytorch as pl
+    from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
+    from lightning.pytorch.loggers import TensorBoardLogger
+
+    from training.checkpoint_io import SafeCheckpointIO
+
+    train = ctx.train
+    base = ctx.dir / name if name else ctx.dir
+    ckpt_dir = base / "checkpoints"
+    last = ckpt_dir / "last.ckpt"
+    checkpoint = ModelCheckpoint(dirpath=ckpt_dir, filename="epoch{epoch:03d}",
+                                 save_last=True, save_top_k=0, every_n_epochs=1,
+                                 auto_insert_metric_name=False)
+    trainer = pl.Trainer(
+        max_epochs=int(train["epochs"]),
+        max_steps=int(train["max_steps"]),
+        accelerator=train["accelerator"],
+        devices=train["devices"],
+        num_nodes=int(train["num_nodes"]),
+        strategy=train["strategy"],
+        precision=resolve_precision(train),
+        default_root_dir=str(base),
+        logger=TensorBoardLogger(str(base), name="logs", version="", default_hp_metric=False),
+        callbacks=[checkpoint, TQDMProgressBar(refresh_rate=max(1, len(train_loader) // 5))],
+        plugins=[SafeCheckpointIO()],
+        deterministic="warn" if train["deterministic"] else False,
+        log_every_n_steps=int(train["log_every_n_steps"]),
+        limit_train_batches=train["limit_train_batches"],
+        limit_val_batches=train["limit_val_batches"] if val_loader is not None else 0,
+        gradient_clip_val=float(train["gradient_clip"]) or None,
+        num_sanity_val_steps=0,
+        enable_model_summary=False,
+    )
+    resume = str(last) if last.is_file() else None
+    if resume:
+        log.info("%s: resuming from %s", ctx.spec.name, resume)
+    trainer.fit(module, train_dataloaders=train_loader, val_dataloaders=val_loader,
+                ckpt_path=resume, weights_only=True)
+    if trainer.interrupted:
+        raise TrainingError(f"stage '{ctx.spec.name}' was interrupted; re-run it to resume "
+                            f"from {last}")
+    return trainer
+
+
+def save_stage_model(path: Path, model: torch.nn.Module, ctx: StageContext,
+                     **metadata: Any) -> Path:
+    """Save final weights with ``save_model`` (atomic safetensors) plus the stage's provenance."""
+    from mbmt_ros.models import save_model
+
+    meta = {"stage": ctx.spec.name, "kind": ctx.spec.kind, "pipeline": ctx.config.name,
+            "seed": ctx.config.seed, **metadata}
+    save_model(path, model, metadata=meta)
+    return path

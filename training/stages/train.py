@@ -1,0 +1,214 @@
+"""The training stages: ``pretrain-st``, ``assemble``, ``train-mbmt``, ``train-mt``,
+``train-teacher`` and ``train-student``.
+
+Each trains (or assembles) one model with :func:`~training.stages.common.fit_model` and writes
+``<stage>/model.safetensors``; the caller (:func:`training.stages.run_stage`) writes
+``done.json`` afterwards. ``pretrain-st`` trains one net per task into ``<stage>/<task>/``, each
+with its own ``done.json`` so a crash in the third net does not repeat the first two.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from mbmt_ros.tasks import SEGMENTATION, TASKS
+from training.errors import CheckpointError, ConfigError
+from training.run_dir import DONE_FILE, MODEL_FILE
+from training.stages.common import (
+    StageContext,
+    fit_model,
+    is_rank_zero,
+    save_stage_model,
+    seed_everything,
+)
+from training.stages.data import ensure_dataset, make_dataset, make_loader, manifest_path
+from training.stages.models import check_num_classes, shared_backbones, stage_model_config
+
+__all__ = ["pretrain_st", "assemble", "train_mbmt", "train_mt", "train_teacher",
+           "train_student", "train_model"]
+
+log = logging.getLogger(__name__)
+
+
+def _manifest_classes(path: Path) -> int:
+    from training.data.manifest import Manifest
+
+    return Manifest.load(path).num_classes
+
+
+def train_model(ctx: StageContext, model_cfg: dict[str, Any] | None = None, *,
+                model: Any = None, out_dir: Path | None = None, name: str | None = None,
+                loss_tasks: tuple[str, ...] | None = None, keep: Any = None,
+                manifest_ref: str | None = None, seed_offset: int = 0) -> dict[str, Any]:
+    """Build (or take) a model, train it on the stage's data and save ``out_dir/model.safetensors``.
+
+    Returns provenance for ``done.json``: the model path, epochs, data and manifest used.
+    """
+    from mbmt_ros.models import build_model
+    from training.lightning_module import MultiTaskModule
+
+    seed_everything(ctx.seed(seed_offset))
+    root = ensure_dataset(ctx.config, ctx.run)
+    manifest = manifest_path(ctx.config, ctx.run, manifest_ref if manifest_ref is not None
+                             else ctx.spec.options.get("manifest"))
+    if model is None:
+        model = build_model(model_cfg)
+    check_num_classes(model.num_classes, _manifest_classes(manifest),
+                      f"the model of stage '{ctx.spec.name}'")
+    data = ctx.config.data
+    train_ds = make_dataset(root, data["train_split"], manifest, data["input_size"],
+                            augment=bool(ctx.train["augment"]), keep=keep)
+    val_ds = make_dataset(root, data["val_split"], manifest, data["input_size"], keep=None)
+    train_loader = make_loader(train_ds, ctx.train, shuffle=True, seed=ctx.seed(seed_offset))
+    val_loader = make_loader(val_ds, ctx.train, shuffle=False, seed=ctx.seed(seed_offset))
+    module = MultiTaskModule(model, ctx.train, tasks=loss_tasks)
+    log.info("%s%s: training %s (%s) on %d samples for %d epochs", ctx.spec.name,
+             f"/{name}" if name else "", model.config.get("arch"), ",".join(module.loss_tasks),
+             len(train_ds), ctx.train["epochs"])
+    trainer = fit_model(ctx, module, train_loader, val_loader, name=name)
+    out_dir = out_dir or ctx.dir
+    path = out_dir / MODEL_FILE
+    info = {"model": str(path), "epochs": int(trainer.current_epoch),
+            "global_step": int(trainer.global_step), "train_samples": len(train_ds),
+            "manifest": str(manifest), "data": str(root), "tasks": list(module.loss_tasks),
+            "weights": module.weighting.weights()}
+    if is_rank_zero():
+        save_stage_model(path, module.model.cpu(), ctx, manifest=str(manifest), data=str(root),
+                         train=ctx.train)
+    return info
+
+
+# -- stage 1 ---------------------------------------------------------------------------------
+
+
+def _st_tasks(ctx: StageContext) -> list[str]:
+    tasks = ctx.spec.options.get("tasks") or ctx.config.model.get("tasks") or list(TASKS)
+    return [t for t in TASKS if t in tasks]
+
+
+def pretrain_st(ctx: StageContext) -> dict[str, Any]:
+    """One single-task net per task, each backbone + head trained fully, in ``<stage>/<task>/``."""
+    from mbmt_ros.io import atomic_write_json
+
+    shared_tasks = ctx.config.model.get("tasks") or list(TASKS)
+    backbones = shared_backbones(ctx.config.model)
+    models: dict[str, str] = {}
+    for i, task in enumerate(_st_tasks(ctx)):
+        sub = ctx.dir / task
+        k = shared_tasks.index(task) if task in shared_tasks else i
+        if (sub / DONE_FILE).is_file() and (sub / MODEL_FILE).is_file():
+            log.info("%s/%s: already trained, skipping", ctx.spec.name, task)
+        else:
+            cfg = stage_model_config(ctx, "st", tasks=[task])
+            if "backbone" not in ctx.spec.model:
+                cfg["backbone"] = backbones[k % len(backbones)]
+            cfg.pop("backbones", None)
+            info = train_model(ctx, cfg, out_dir=sub, name=task,
+                               keep=lambda e, t=task: e.has(t), seed_offset=i)
+            if is_rank_zero():
+                atomic_write_json(sub / DONE_FILE, {"task": task, **info})
+        models[task] = str(sub / MODEL_FILE)
+    return {"models": models}
+
+
+# -- stage 2 ---------------------------------------------------------------------------------
+
+
+def _st_checkpoints(ctx: StageContext, source: str, tasks: list[str], backbones: list[str],
+                    num_classes: int) -> list[str]:
+    """The ST checkpoints (one per MBMT backbone, in task order), checked before assembly."""
+    from mbmt_ros.models import read_checkpoint_config
+
+    if len(backbones) != len(tasks):
+        raise ConfigError(f"assemble: the MBMT model has {len(backbones)} backbones but "
+                          f"{len(tasks)} tasks {tasks}; it takes one ST backbone per task")
+    st_dir = ctx.run.stage_dir(source, create=False)
+    paths = []
+    for task, backbone in zip(tasks, backbones, strict=True):
+        path = st_dir / task / MODEL_FILE
+        if not path.is_file():
+            raise CheckpointError(
+                f"assemble: the single-task checkpoint for {task} is missing ({path}); run "
+                f"stage '{source}' (mbmt-train pretrain-st) first")
+        cfg = read_checkpoint_config(path)
+        if cfg.get("backbone") != backbone:
+            raise CheckpointError(f"assemble: {path} has backbone {cfg.get('backbone')!r} but "
+                                  f"the MBMT model expects {backbone!r} for {task}")
+        if task == SEGMENTATION and int(cfg.get("num_classes", num_classes)) != num_classes:
+            raise CheckpointError(
+                f"assemble: mismatched class counts: {path} was trained with "
+                f"{cfg.get('num_classes')} classes, the MBMT model has {num_classes}")
+        paths.append(str(path))
+    return paths
+
+
+def _mbmt_config(ctx: StageContext, cold: bool, freeze: bool, source: str | None) -> dict[str, Any]:
+    cfg = stage_model_config(ctx, "mbmt")
+    tasks = [t for t in TASKS if t in (cfg.get("tasks") or TASKS)]
+    backbones = list(cfg.get("backbones") or shared_backbones(cfg))
+    if cold:
+        # a cold start trains randomly initialised backbones: freezing them would be meaningless
+        cfg.update(backbone_checkpoints=None, freeze_backbones=False)
+    else:
+        cfg.update(backbone_checkpoints=_st_checkpoints(
+            ctx, source, tasks, backbones, int(cfg.get("num_classes", 13))),
+            freeze_backbones=bool(freeze))
+    return cfg
+
+
+def assemble(ctx: StageContext) -> dict[str, Any]:
+    """MBMT-Net from the ST backbones (frozen unless ``freeze: false``); decoder untrained."""
+    from mbmt_ros.models import build_model
+
+    opts = ctx.spec.options
+    cfg = _mbmt_config(ctx, bool(opts["cold"]), bool(opts["freeze"]), opts.get("from"))
+    seed_everything(ctx.seed())
+    model = build_model(cfg)
+    path = ctx.dir / MODEL_FILE
+    if is_rank_zero():
+        save_stage_model(path, model, ctx, backbone_checkpoints=cfg["backbone_checkpoints"])
+    return {"model": str(path), "backbone_checkpoints": cfg["backbone_checkpoints"],
+            "freeze_backbones": cfg["freeze_backbones"]}
+
+
+def train_mbmt(ctx: StageContext) -> dict[str, Any]:
+    """Train the MBMT decoder (DWA): from an ``assemble`` stage, or ``cold`` from scratch."""
+    from mbmt_ros.models import load_model
+
+    opts = ctx.spec.options
+    if opts.get("from"):
+        path = ctx.run.require_model(opts["from"], f"stage '{ctx.spec.name}'")
+        model = load_model(path, expected_arch="mbmt")
+        return {**train_model(ctx, model=model), "init": str(path)}
+    if not opts["cold"]:
+        raise ConfigError(f"stage '{ctx.spec.name}': train-mbmt needs 'from: <assemble stage>' "
+                          "or 'cold: true'")
+    return {**train_model(ctx, _mbmt_config(ctx, cold=True, freeze=False, source=None)),
+            "init": "cold"}
+
+
+# -- stages 3, 4, 6 --------------------------------------------------------------------------
+
+
+def train_mt(ctx: StageContext) -> dict[str, Any]:
+    """The MT-Net baseline: one shared backbone, all tasks, DWA."""
+    return train_model(ctx, stage_model_config(ctx, "mt"))
+
+
+def train_teacher(ctx: StageContext) -> dict[str, Any]:
+    """The multi-modal teacher (RGB + the abundant label as input) on frames with both labels."""
+    modality = ctx.spec.model.get("extra_modality", ctx.spec.options["extra_modality"])
+    cfg = stage_model_config(ctx, "teacher", extra_modality=modality)
+    tasks = tuple(t for t in TASKS if t in cfg.get("tasks", TASKS))
+    cfg["tasks"] = list(tasks)
+    needed = set(tasks) | {modality}
+    info = train_model(ctx, cfg, keep=lambda e: all(e.has(t) for t in needed))
+    return {**info, "extra_modality": modality}
+
+
+def train_student(ctx: StageContext) -> dict[str, Any]:
+    """The RGB-only multi-task student on ground truth + pseudo labels (UMMT-PS); with a
+    make-split manifest and no pseudo labels it is the UMMT baseline."""
+    return train_model(ctx, stage_model_config(ctx, "mt"))
+
