@@ -35,6 +35,7 @@ TRAIN_DEFAULTS: dict[str, Any] = {
     "strategy": "auto",
     "num_nodes": 1,
     "num_workers": 0,
+    "num_threads": 0,               # torch CPU threads; 0 = torch's default
     "augment": False,
     "max_steps": -1,
     "limit_train_batches": 1.0,
@@ -69,7 +70,7 @@ STAGE_KINDS: dict[str, dict[str, Any]] = {
 }
 _TRAINING_KINDS = {"pretrain-st", "train-mbmt", "train-mt", "train-teacher", "train-student",
                    "affinity"}
-_TOP_KEYS = {"name", "seed", "model", "data", "train", "stages", "description"}
+_TOP_KEYS = {"name", "seed", "model", "data", "train", "stages", "description", "input_size"}
 
 
 def deep_merge(base: dict[str, Any], override: dict[str, Any] | None) -> dict[str, Any]:
@@ -166,6 +167,8 @@ def parse_config(raw: Any, path: Path | None = None) -> PipelineConfig:
     if not model:
         raise ConfigError(f"{where}: a 'model:' section is required (see docs/models.md)")
     data = _section(raw.get("data"), DATA_DEFAULTS, f"{where}: data")
+    if data["input_size"] is None and raw.get("input_size") is not None:
+        data["input_size"] = raw["input_size"]  # the model files' top-level input size
     train = _section(raw.get("train"), TRAIN_DEFAULTS, f"{where}: train")
     _check_train(train, f"{where}: train")
     _check_data(data, f"{where}: data")
@@ -194,8 +197,9 @@ def _check_train(train: dict[str, Any], where: str) -> None:
     for key in ("epochs", "batch_size", "devices", "num_nodes"):
         if not isinstance(train[key], int) or isinstance(train[key], bool) or train[key] < 1:
             raise ConfigError(f"{where}.{key} must be an integer >= 1, got {train[key]!r}")
-    if not isinstance(train["num_workers"], int) or train["num_workers"] < 0:
-        raise ConfigError(f"{where}.num_workers must be an integer >= 0, got {train['num_workers']!r}")
+    for key in ("num_workers", "num_threads"):
+        if not isinstance(train[key], int) or isinstance(train[key], bool) or train[key] < 0:
+            raise ConfigError(f"{where}.{key} must be an integer >= 0, got {train[key]!r}")
     for key in ("lr",):
         if not isinstance(train[key], (int, float)) or train[key] <= 0:
             raise ConfigError(f"{where}.{key} must be a positive number, got {train[key]!r}")

@@ -306,17 +306,23 @@ class MetricSuite:
         for task, meter in self.meters.items():
             if task not in outputs or task not in batch:
                 continue
-            pred, gt = to_numpy(outputs[task]), to_numpy(batch[task])
+            pred, gt = outputs[task], batch[task]
             flags = batch.get(f"has_{task}")
             if flags is not None:
                 keep = to_numpy(flags).reshape(-1).astype(bool)
-                pred, gt = pred[keep], gt[keep]
+                if not keep.any():
+                    continue
+                if not keep.all():  # a list index works for torch tensors and arrays alike
+                    rows = np.flatnonzero(keep).tolist()
+                    pred, gt = pred[rows], gt[rows]
             if task == SEGMENTATION:
-                meter.update(pred.argmax(axis=1), gt)
+                # argmax before the transfer: ids are C times smaller than logits
+                meter.update(to_numpy(pred.argmax(1)), to_numpy(gt))
             elif task == DEPTH:
+                pred, gt = to_numpy(pred), to_numpy(gt)
                 meter.update(pred.reshape(gt.shape) if pred.size == gt.size else pred, gt)
             else:
-                meter.update(np.moveaxis(pred, 1, -1), np.moveaxis(gt, 1, -1))
+                meter.update(np.moveaxis(to_numpy(pred), 1, -1), np.moveaxis(to_numpy(gt), 1, -1))
 
     def compute(self) -> dict[str, dict[str, float]]:
         """``{task: {metric: value}}`` for every task with at least one valid pixel."""

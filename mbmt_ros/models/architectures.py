@@ -92,7 +92,7 @@ def mbmt_net(cfg: dict[str, Any], load_weights: bool = True) -> DenseMultiTaskNe
     if checkpoints is not None and load_weights:
         from .checkpoint import load_backbone_weights
 
-        for backbone, path in zip(backbones, checkpoints):
+        for backbone, path in zip(backbones, checkpoints, strict=True):
             if path is not None:
                 load_backbone_weights(backbone, path)
     elif cfg["freeze_backbones"] and load_weights:

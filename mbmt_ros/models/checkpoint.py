@@ -149,8 +149,11 @@ def load_backbone_weights(backbone: Backbone, path: str | os.PathLike[str],
     names = _checkpoint_backbones(read_checkpoint_config(path))
     if index is None:
         matches = [i for i, n in enumerate(names) if n == backbone.name]
-        index = matches[0] if len(matches) == 1 or len(names) == 1 else None
-        if index is None:
+        if len(names) == 1:
+            index = 0
+        elif len(matches) == 1:
+            index = matches[0]
+        else:
             raise CheckpointError(
                 f"checkpoint {path} has backbones {names}; cannot pick one for a "
                 f"{backbone.name!r} backbone (pass index or use a single-task checkpoint)")

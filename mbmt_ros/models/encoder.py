@@ -37,7 +37,7 @@ class MultiBackboneEncoder(nn.Module):
         self.out_channels = self.fusion.out_channels
         flags = [frozen] * len(backbones) if isinstance(frozen, bool) else list(frozen)
         self.frozen = tuple(bool(f) for f in flags)
-        for backbone, is_frozen in zip(self.backbones, self.frozen):
+        for backbone, is_frozen in zip(self.backbones, self.frozen, strict=True):
             if is_frozen:
                 backbone.requires_grad_(False)
                 backbone.eval()
@@ -49,14 +49,15 @@ class MultiBackboneEncoder(nn.Module):
     def train(self, mode: bool = True) -> MultiBackboneEncoder:
         """Like ``nn.Module.train`` but frozen backbones always stay in eval mode."""
         super().train(mode)
-        for backbone, is_frozen in zip(self.backbones, self.frozen):
+        for backbone, is_frozen in zip(self.backbones, self.frozen, strict=True):
             if is_frozen:
                 backbone.eval()
         return self
 
     def forward(self, *inputs: torch.Tensor) -> list[torch.Tensor]:
         features = []
-        for backbone, stream, is_frozen in zip(self.backbones, self.streams, self.frozen):
+        for backbone, stream, is_frozen in zip(self.backbones, self.streams, self.frozen,
+                                                 strict=True):
             if is_frozen:
                 with torch.no_grad():
                     features.append(backbone(inputs[stream]))

@@ -62,7 +62,7 @@ def register_model(name: str, defaults: Mapping[str, Any] | None = None,
 
 
 def _ensure_registered() -> None:
-    from . import architectures  # noqa: F401  (registers st / mt / mbmt / teacher)
+    from . import architectures, mtinet, mtunet  # noqa: F401  (registers every arch)
 
 
 def available_models() -> dict[str, str]:

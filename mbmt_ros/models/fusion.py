@@ -38,7 +38,7 @@ def fused_channels(mode: str, channels: Sequence[Sequence[int]],
         return tuple(sum(ch[s] for ch in channels) for s in range(scales))
     if any(tuple(ch) != tuple(channels[0]) for ch in channels):
         names = list(names) if names else [f"backbone {i}" for i in range(len(channels))]
-        detail = ", ".join(f"{n}: {list(ch)}" for n, ch in zip(names, channels))
+        detail = ", ".join(f"{n}: {list(ch)}" for n, ch in zip(names, channels, strict=True))
         raise ModelConfigError(
             f"fusion {mode!r} needs equal channels per scale in every backbone, got {detail}; "
             "use fusion 'cat' or backbones of the same family/width"
@@ -59,7 +59,7 @@ class FeatureFusion(nn.Module):
         if len(features) == 1:
             return list(features[0])
         fused = []
-        for per_backbone in zip(*features):
+        for per_backbone in zip(*features, strict=True):
             size = per_backbone[0].shape[-2:]
             maps = [f if f.shape[-2:] == size else F.interpolate(f, size=size, mode="nearest")
                     for f in per_backbone]

@@ -50,12 +50,13 @@ from .mtinet_blocks import (
     MultiModalDistillation,
     resize_to,
 )
+from .state_dict import load_state_dict_checked, read_state_dict
 from .task_heads import task_output_channels
 from .two_way_fpn import TwoWayFPN
 
 __all__ = [
     "EDGES", "AUX_TASKS", "NECKS", "MTINetDecoder", "MTINet", "mtinet", "mti_teacher",
-    "semantic_edges", "edge_loss", "finalize_prediction",
+    "semantic_edges", "edge_loss", "finalize_prediction", "create_mti_backbone", "check_inputs",
 ]
 
 #: The auxiliary semantic-edge task (front-end only; targets derived from segmentation).
@@ -99,7 +100,7 @@ class MTINetDecoder(nn.Module):
         self.use_fpm = bool(fpm)
         last = len(STRIDES) - 1
         self.heads = nn.ModuleList()
-        for s, (cin, ch) in enumerate(zip(in_channels, task_channels)):
+        for s, (cin, ch) in enumerate(zip(in_channels, task_channels, strict=True)):
             extra = task_channels[s] if self.use_fpm and s < last else 0
             self.heads.append(nn.ModuleDict({
                 t: InitialTaskHead(cin + extra, ch, _out_channels(t, num_classes))
@@ -242,8 +243,39 @@ def edge_loss(logits: torch.Tensor, segmentation: torch.Tensor,
 
 # ---------------------------------------------------------------- config -> model
 
+# Keys of a full timm HRNet that its raw-branch feature model lacks (classification heads).
+_HRNET_HEAD_PREFIXES = ("incre_modules.", "downsamp_modules.", "final_layer.", "classifier.")
+
+
+def create_mti_backbone(name: str, in_chans: int = 3, pretrained: str | None = None,
+                        hrnet_branches: bool = True) -> Backbone:
+    """A :class:`Backbone`; HRNets expose their raw branch outputs when ``hrnet_branches``.
+
+    MTI-Net (and the imbalanced-data teacher) use HRNet's four parallel branches directly
+    (18/36/72/144 channels for w18). timm's default HRNet features pass them through the
+    classification "incre" modules (128..1024 channels, +1.4 M parameters per backbone and a
+    much larger decoder). Any other backbone is built by :func:`create_backbone`.
+    """
+    import timm.models
+
+    if not (hrnet_branches and isinstance(name, str) and timm.models.is_model(name)
+            and timm.models.model_entrypoint(name).__module__ == "timm.models.hrnet"):
+        return create_backbone(name, in_chans=in_chans, pretrained=pretrained)
+    body = timm.create_model(name, pretrained=False, features_only=True, feature_location="",
+                             in_chans=in_chans)
+    reductions = list(body.feature_info.reduction())
+    indices = [reductions.index(s) for s in STRIDES]
+    channels = [int(body.feature_info.channels()[i]) for i in indices]
+    backbone = Backbone(name, body, indices, channels, int(in_chans), conv_head=False)
+    if pretrained:
+        load_state_dict_checked(backbone.body, read_state_dict(pretrained),
+                                f"pretrained weights {pretrained}",
+                                ignore_unexpected=_HRNET_HEAD_PREFIXES)
+    return backbone
+
+
 _DECODER_DEFAULTS: dict[str, Any] = {
-    "neck": "none", "task_channels": None, "aux_tasks": [], "fpm": True,
+    "neck": "none", "task_channels": None, "aux_tasks": [], "fpm": True, "hrnet_branches": True,
 }
 
 
@@ -269,8 +301,9 @@ def _decoder_options(cfg: dict[str, Any]) -> dict[str, Any]:
         raise ModelConfigError(
             f"model.task_channels must be null (the encoder's channels), an integer or a list "
             f"of {len(STRIDES)} integers (strides {list(STRIDES)}), got {channels!r}")
-    if not isinstance(cfg["fpm"], bool):
-        raise ModelConfigError(f"model.fpm must be true or false, got {cfg['fpm']!r}")
+    for key in ("fpm", "hrnet_branches"):
+        if not isinstance(cfg[key], bool):
+            raise ModelConfigError(f"model.{key} must be true or false, got {cfg[key]!r}")
     return {"tasks": cfg["tasks"], "num_classes": cfg["num_classes"],
             "aux_tasks": [t for t in AUX_TASKS if t in aux], "neck": cfg["neck"],
             "fpn_channels": cfg["fpn_channels"], "task_channels": channels,
@@ -315,11 +348,12 @@ def mtinet(cfg: dict[str, Any], load_weights: bool = True) -> MTINet:
             f"({len(names)} backbones), got {checkpoints!r}")
     options = _decoder_options(cfg)
     paths = _pretrained_paths(cfg["pretrained"], len(names), load_weights)
-    backbones: list[Backbone] = [create_backbone(n, pretrained=p) for n, p in zip(names, paths)]
+    backbones = [create_mti_backbone(n, pretrained=p, hrnet_branches=cfg["hrnet_branches"])
+                 for n, p in zip(names, paths, strict=True)]
     if checkpoints is not None and load_weights:
         from .checkpoint import load_backbone_weights
 
-        for backbone, path in zip(backbones, checkpoints):
+        for backbone, path in zip(backbones, checkpoints, strict=True):
             if path is not None:
                 load_backbone_weights(backbone, path)
     encoder = MultiBackboneEncoder(backbones, cfg["fusion"], frozen=cfg["freeze_backbones"])
@@ -340,7 +374,9 @@ def mti_teacher(cfg: dict[str, Any], load_weights: bool = True) -> MTINet:
     extra_channels = 1 if modality == DEPTH else cfg["num_classes"]
     options = _decoder_options(cfg)
     (path,) = _pretrained_paths(cfg["pretrained"], 1, load_weights)
-    rgb = create_backbone(cfg["backbone"], pretrained=path)
-    extra = create_backbone(cfg["extra_backbone"] or cfg["backbone"], in_chans=extra_channels)
+    rgb = create_mti_backbone(cfg["backbone"], pretrained=path,
+                              hrnet_branches=cfg["hrnet_branches"])
+    extra = create_mti_backbone(cfg["extra_backbone"] or cfg["backbone"], in_chans=extra_channels,
+                                hrnet_branches=cfg["hrnet_branches"])
     encoder = MultiBackboneEncoder([rgb, extra], "add", streams=(0, 1))
     return MTINet(encoder, extra_channels=extra_channels, **options)

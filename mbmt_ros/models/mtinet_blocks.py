@@ -125,17 +125,17 @@ class MultiModalDistillation(nn.Module):
         self.sources = tuple(sources)
         self.targets = tuple(targets)
         self.attention = nn.ModuleDict({
-            f"{k}__{l}": _SpatialAttention(channels)
-            for k in self.targets for l in self.sources if l != k
+            f"{k}__{src}": _SpatialAttention(channels)
+            for k in self.targets for src in self.sources if src != k
         })
 
     def forward(self, features: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         out: dict[str, torch.Tensor] = {}
         for k in self.targets:
             y = features[k]
-            for l in self.sources:
-                if l != k:
-                    y = y + self.attention[f"{k}__{l}"](features[l])
+            for src in self.sources:
+                if src != k:
+                    y = y + self.attention[f"{k}__{src}"](features[src])
             out[k] = y
         return out
 

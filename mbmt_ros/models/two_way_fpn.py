@@ -33,12 +33,13 @@ class TwoWayFPN(nn.Module):
             SeparableConvNormAct(out_channels, out_channels) for _ in in_channels)
 
     def forward(self, features: Sequence[torch.Tensor]) -> list[torch.Tensor]:
-        top_down = [conv(f) for conv, f in zip(self.lateral_top_down, features)]
-        bottom_up = [conv(f) for conv, f in zip(self.lateral_bottom_up, features)]
+        top_down = [conv(f) for conv, f in zip(self.lateral_top_down, features, strict=True)]
+        bottom_up = [conv(f) for conv, f in zip(self.lateral_bottom_up, features, strict=True)]
         for i in range(len(top_down) - 1, 0, -1):
             top_down[i - 1] = top_down[i - 1] + F.interpolate(
                 top_down[i], size=top_down[i - 1].shape[-2:], mode="nearest")
         for i in range(len(bottom_up) - 1):
             bottom_up[i + 1] = bottom_up[i + 1] + F.interpolate(
                 bottom_up[i], size=bottom_up[i + 1].shape[-2:], mode="nearest")
-        return [conv(t + b) for conv, t, b in zip(self.output_convs, top_down, bottom_up)]
+        return [conv(t + b) for conv, t, b in zip(self.output_convs, top_down, bottom_up,
+                                                      strict=True)]

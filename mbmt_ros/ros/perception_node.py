@@ -76,12 +76,14 @@ class PerceptionNode(LifecycleNode):
                 description=spec.description, dynamic_typing=True,
                 additional_constraints="" if spec.min is None else f"range [{spec.min}, {spec.max}]"))
         self.params: NodeParams | None = None
+        #: Why the last configure/activate failed ("" when it did not).
+        self.transition_error = ""
         self.predictor: Any = None
         self.stats = FrameStats()
         self._options: OutputOptions | None = None
         self._tasks: tuple[str, ...] = ()
-        self._publishers: dict[str, Publisher] = {}
-        self._subscriptions: list[Any] = []
+        self._outputs: dict[str, Publisher] = {}
+        self._inputs: list[Any] = []
         self._diag_pub: Publisher | None = None
         self._diag_timer: Any = None
         self._slot: LatestSlot[_Frame] | None = None
@@ -93,11 +95,14 @@ class PerceptionNode(LifecycleNode):
         """Validate the parameters and open the backend; FAILURE (node stays unconfigured)
         with a logged reason on any bad value or unusable bundle."""
         try:
+            self.transition_error = ""
             values = {spec.name: self.get_parameter(spec.name).value for spec in PARAMETERS}
             self.params = validate_params(values)
             self._open_backend()
-        except (MbmtError, ValueError) as exc:
-            self.get_logger().error(f"configure failed: {exc}")
+        except Exception as exc:  # a backend may raise anything (e.g. a CUDA error)
+            detail = str(exc) if isinstance(exc, (MbmtError, ValueError)) else f"{type(exc).__name__}: {exc}"
+            self.transition_error = f"configure failed: {detail}"
+            self.get_logger().error(self.transition_error)
             self._close_backend()
             self.params = None
             return TransitionCallbackReturn.FAILURE
@@ -110,30 +115,16 @@ class PerceptionNode(LifecycleNode):
             if self.predictor is None:  # closed by release_on_deactivate
                 self._open_backend()
         except (MbmtError, ValueError) as exc:
-            self.get_logger().error(f"activate failed: {exc}")
+            self.transition_error = f"activate failed: {exc}"
+            self.get_logger().error(self.transition_error)
             return TransitionCallbackReturn.FAILURE
-        p = self.params
-        out_qos = qos_profile(p.output_qos, p.output_depth)
-        in_qos = qos_profile(p.input_qos, p.input_depth)
-        topics = [t for task in self._tasks for t in TOPICS_BY_TASK[task]]
-        if p.pointcloud:
-            topics.append(POINTS)
-        self._publishers = {t: self.create_publisher(PointCloud2 if t == POINTS else Image, t, out_qos)
-                            for t in topics}
-        self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
-        self.stats = FrameStats()
-        self._slot = LatestSlot()
-        self._worker = InferenceWorker(self._slot, self._process, self._on_worker_error)
-        self._worker.start()
-        self._subscriptions = [self.create_subscription(Image, "image", self._on_image, in_qos)]
-        if p.use_compressed:
-            self._subscriptions.append(self.create_subscription(
-                CompressedImage, "image/compressed", self._on_image, in_qos))
-        if p.pointcloud:
-            self._subscriptions.append(self.create_subscription(
-                CameraInfo, "camera_info", self._on_camera_info, in_qos))
-        self._diag_timer = self.create_timer(p.diagnostics_period, self._publish_diagnostics)
-        self.get_logger().info(f"active: publishing {topics} from {self.resolve_topic_name('image')}")
+        try:
+            self._start_io()
+        except Exception as exc:  # leave nothing half-created behind
+            self._stop_io()
+            self.transition_error = f"activate failed: {type(exc).__name__}: {exc}"
+            self.get_logger().error(self.transition_error)
+            return TransitionCallbackReturn.FAILURE
         return TransitionCallbackReturn.SUCCESS
 
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
@@ -208,20 +199,45 @@ class PerceptionNode(LifecycleNode):
         if predictor is not None:
             predictor.close()
 
+    def _start_io(self) -> None:
+        p = self.params
+        assert p is not None
+        out_qos = qos_profile(p.output_qos, p.output_depth)
+        in_qos = qos_profile(p.input_qos, p.input_depth)
+        topics = [t for task in self._tasks for t in TOPICS_BY_TASK[task]]
+        if p.pointcloud:
+            topics.append(POINTS)
+        self._outputs = {t: self.create_publisher(PointCloud2 if t == POINTS else Image, t, out_qos)
+                            for t in topics}
+        self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self.stats = FrameStats()
+        self._slot = LatestSlot()
+        self._worker = InferenceWorker(self._slot, self._process, self._on_worker_error)
+        self._worker.start()
+        self._inputs = [self.create_subscription(Image, "image", self._on_image, in_qos)]
+        if p.use_compressed:
+            self._inputs.append(self.create_subscription(
+                CompressedImage, "image/compressed", self._on_image, in_qos))
+        if p.pointcloud:
+            self._inputs.append(self.create_subscription(
+                CameraInfo, "camera_info", self._on_camera_info, in_qos))
+        self._diag_timer = self.create_timer(p.diagnostics_period, self._publish_diagnostics)
+        self.get_logger().info(f"active: publishing {topics} from {self.resolve_topic_name('image')}")
+
     def _stop_io(self) -> None:
-        for sub in self._subscriptions:
+        for sub in self._inputs:
             self.destroy_subscription(sub)
-        self._subscriptions = []
+        self._inputs = []
         if self._worker is not None and not self._worker.stop():
             self.get_logger().warning("inference thread did not stop within 10 s")
         self._worker, self._slot = None, None
         if self._diag_timer is not None:
             self.destroy_timer(self._diag_timer)
             self._diag_timer = None
-        for pub in [*self._publishers.values(), self._diag_pub]:
+        for pub in [*self._outputs.values(), self._diag_pub]:
             if pub is not None:
                 self.destroy_publisher(pub)
-        self._publishers, self._diag_pub = {}, None
+        self._outputs, self._diag_pub = {}, None
 
     # ------------------------------------------------------------------ callbacks
     def _on_image(self, msg: Image | CompressedImage) -> None:
@@ -247,7 +263,7 @@ class PerceptionNode(LifecycleNode):
             self.get_logger().warning(f"rejected frame from {msg.header.frame_id!r}: {exc}",
                                       throttle_duration_sec=_WARN_THROTTLE_S)
             return
-        publishers = self._publishers
+        publishers = self._outputs
         wanted = {t for t, pub in publishers.items() if pub.get_subscription_count() > 0}
         if not wanted or self.predictor is None or self._options is None:
             return

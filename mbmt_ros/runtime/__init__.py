@@ -1,1 +1,46 @@
-"""Inference runtime: model bundles and backends (TensorRT, ONNX Runtime, PyTorch)."""
+"""Inference runtime: model bundles and backends (TensorRT, ONNX Runtime, PyTorch).
+
+``open_predictor(bundle_dir, backend="auto", precision="fp16", device="cuda")`` returns a
+:class:`Predictor`; nothing here imports torch unless the torch backend is chosen.
+"""
+from __future__ import annotations
+
+from mbmt_ros.runtime.bundle import (
+    ENGINE_DIR,
+    META_FILE,
+    MODEL_FILE,
+    MODEL_FP16_FILE,
+    SCHEMA_VERSION,
+    WEIGHTS_FILE,
+    Bundle,
+    output_names,
+)
+from mbmt_ros.runtime.errors import (
+    BackendError,
+    BackendNotInstalledError,
+    BundleError,
+    EngineBuildError,
+    EngineOutOfMemoryError,
+    InputError,
+    RuntimeFailure,
+    SchemaVersionError,
+    UnknownBackendError,
+)
+from mbmt_ros.runtime.predictor import BundlePredictor, Predictor, Runner
+from mbmt_ros.runtime.registry import (
+    BACKENDS,
+    DEVICES,
+    PRECISIONS,
+    BackendFactory,
+    backend_availability,
+    open_predictor,
+)
+
+__all__ = [
+    "ENGINE_DIR", "META_FILE", "MODEL_FILE", "MODEL_FP16_FILE", "SCHEMA_VERSION", "WEIGHTS_FILE",
+    "Bundle", "output_names", "BackendError", "BackendNotInstalledError", "BundleError",
+    "EngineBuildError", "EngineOutOfMemoryError", "InputError", "RuntimeFailure",
+    "SchemaVersionError", "UnknownBackendError", "BundlePredictor", "Predictor", "Runner",
+    "BACKENDS", "DEVICES", "PRECISIONS", "BackendFactory", "backend_availability",
+    "open_predictor",
+]

@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from mbmt_ros.runtime.errors import BackendError
+
 __all__ = ["GpuInfo", "cudart", "check", "device_count", "gpu_info"]
 
 
@@ -34,7 +36,7 @@ def check(result: Any, what: str) -> Any:
     err, *values = result if isinstance(result, tuple) else (result,)
     if err != rt.cudaError_t.cudaSuccess:
         _, text = rt.cudaGetErrorString(err)
-        raise RuntimeError(f"CUDA error in {what}: {err.name}: "
+        raise BackendError(f"CUDA error in {what}: {err.name}: "
                            f"{text.decode() if isinstance(text, bytes) else text}")
     if not values:
         return None

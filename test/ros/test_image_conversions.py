@@ -13,7 +13,12 @@ from std_msgs.msg import Header
 
 from mbmt_ros.ros.errors import ImageConversionError
 from mbmt_ros.ros.image_conversions import (
-    ENCODINGS, INPUT_ENCODINGS, image_to_numpy, numpy_to_image, rgb8_to_yuv422, to_rgb8,
+    ENCODINGS,
+    INPUT_ENCODINGS,
+    image_to_numpy,
+    numpy_to_image,
+    rgb8_to_yuv422,
+    to_rgb8,
     yuv422_to_rgb8,
 )
 

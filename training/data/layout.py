@@ -197,8 +197,9 @@ def read_depth(path: Path, size: tuple[int, int]) -> np.ndarray:
                         "(H, W) or (H, W, 1) float metres")
     _check_hw(path, arr, size, "depth")
     arr = arr.astype(np.float32, copy=False)
-    bad = ~np.isfinite(arr) | (arr < 0)
-    return np.where(bad, np.float32(0), arr) if bad.any() else arr
+    if np.isfinite(arr).all() and arr.min(initial=0.0) >= 0:
+        return arr
+    return np.where(~np.isfinite(arr) | (arr < 0), np.float32(0), arr)
 
 
 def read_normals(path: Path, size: tuple[int, int]) -> np.ndarray:
@@ -209,10 +210,10 @@ def read_normals(path: Path, size: tuple[int, int]) -> np.ndarray:
                         "(H, W, 3) float in [-1, 1]")
     _check_hw(path, arr, size, "normals")
     arr = arr.astype(np.float32, copy=False)
-    finite = np.isfinite(arr).all(axis=2)
-    if not finite.all():
+    if not np.isfinite(arr).all():
+        finite = np.isfinite(arr).all(axis=2)
         arr = np.where(finite[..., None], arr, np.float32(0))
-    if np.abs(arr).max(initial=0.0) > 1.0 + 1e-3:
+    if arr.max(initial=0.0) > 1.0 + 1e-3 or arr.min(initial=0.0) < -1.0 - 1e-3:
         raise DataError(f"{path}: normals exceed [-1, 1]; expected unit vectors (0 = invalid)")
     return arr
 

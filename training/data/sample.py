@@ -69,16 +69,15 @@ class Sample:
                 depth = depth[:, :, 0]
             if depth.shape != (h, w):
                 raise ValueError(f"depth shape {depth.shape} != image {(h, w)}")
-            bad = ~np.isfinite(depth) | (depth < 0)
-            if bad.any():
-                depth = np.where(bad, np.float32(0), depth)
+            if not (np.isfinite(depth).all() and depth.min(initial=0.0) >= 0):
+                depth = np.where(~np.isfinite(depth) | (depth < 0), np.float32(0), depth)
             self.depth = depth
         if self.normals is not None:
             normals = np.asarray(self.normals, dtype=np.float32)
             if normals.shape != (h, w, 3):
                 raise ValueError(f"normals shape {normals.shape} != image {(h, w, 3)}")
-            bad = ~np.isfinite(normals).all(axis=2)
-            if bad.any():
+            if not np.isfinite(normals).all():
+                bad = ~np.isfinite(normals).all(axis=2)
                 normals = np.where(bad[..., None], np.float32(0), normals)
             self.normals = normals
 

@@ -14,7 +14,7 @@ from training.config import PipelineConfig
 from training.errors import ConfigError, DataError
 from training.run_dir import RunDir
 
-__all__ = ["dataset_root", "ensure_dataset", "manifest_path", "make_dataset", "make_loader",
+__all__ = ["dataset_root", "ensure_dataset", "image_size", "manifest_path", "make_dataset", "make_loader",
            "run_cli"]
 
 log = logging.getLogger(__name__)
@@ -60,6 +60,18 @@ def ensure_dataset(config: PipelineConfig, run: RunDir) -> Path:
     return root
 
 
+def image_size(root: Path, split: str = "train") -> tuple[int, int]:
+    """(H, W) of the dataset's image files (the first one of ``split``)."""
+    import numpy as np
+
+    folder = root / split / "image"
+    first = next(iter(sorted(folder.glob("*.npy"))), None)
+    if first is None:
+        raise DataError(f"{folder} holds no image files")
+    shape = np.load(first, mmap_mode="r", allow_pickle=False).shape
+    return int(shape[0]), int(shape[1])
+
+
 def manifest_path(config: PipelineConfig, run: RunDir, ref: str | None) -> Path:
     """Resolve a stage's ``manifest:`` option: an earlier stage's manifest, a file, or (None)
     ``data.manifest`` / the dataset's own ``manifest.json``."""
@@ -87,10 +99,11 @@ def make_dataset(root: Path, split: str, manifest: Path, input_size: Any = None,
     ``keep(entry)`` optionally restricts it to manifest entries for which it is true (the
     teacher trains only on samples that carry both its input and its target labels).
     """
-    from training.data.dataset import MultiTaskDataset
+    from training.data.dataset import MultiTaskDataset, default_transform
 
-    ds = MultiTaskDataset(root, split=split, manifest=manifest,
-                          size=tuple(input_size) if input_size else None, augment=augment)
+    transform = default_transform(train=augment, size=tuple(input_size) if input_size else None,
+                                  flip=augment)
+    ds = MultiTaskDataset(root, split=split, manifest=manifest, transform=transform)
     if keep is not None:
         import torch.utils.data as tud
 

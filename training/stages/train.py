@@ -22,7 +22,13 @@ from training.stages.common import (
     save_stage_model,
     seed_everything,
 )
-from training.stages.data import ensure_dataset, make_dataset, make_loader, manifest_path
+from training.stages.data import (
+    ensure_dataset,
+    image_size,
+    make_dataset,
+    make_loader,
+    manifest_path,
+)
 from training.stages.models import check_num_classes, shared_backbones, stage_model_config
 
 __all__ = ["pretrain_st", "assemble", "train_mbmt", "train_mt", "train_teacher",
@@ -31,10 +37,19 @@ __all__ = ["pretrain_st", "assemble", "train_mbmt", "train_mt", "train_teacher",
 log = logging.getLogger(__name__)
 
 
-def _manifest_classes(path: Path) -> int:
+def _manifest_classes(path: Path) -> tuple[int, list[str]]:
     from training.data.manifest import Manifest
 
-    return Manifest.load(path).num_classes
+    manifest = Manifest.load(path)
+    return manifest.num_classes, list(manifest.class_names)
+
+
+def _data_metadata(ctx: StageContext, root: Path, manifest: Path) -> dict[str, Any]:
+    """What an exported bundle needs to know about the data: input size and class names."""
+    size = ctx.config.data["input_size"] or image_size(root, ctx.config.data["train_split"])
+    return {"input_size": [int(size[0]), int(size[1])],
+            "class_names": _manifest_classes(manifest)[1], "data": str(root),
+            "manifest": str(manifest)}
 
 
 def train_model(ctx: StageContext, model_cfg: dict[str, Any] | None = None, *,
@@ -54,7 +69,7 @@ def train_model(ctx: StageContext, model_cfg: dict[str, Any] | None = None, *,
                              else ctx.spec.options.get("manifest"))
     if model is None:
         model = build_model(model_cfg)
-    check_num_classes(model.num_classes, _manifest_classes(manifest),
+    check_num_classes(model.num_classes, _manifest_classes(manifest)[0],
                       f"the model of stage '{ctx.spec.name}'")
     data = ctx.config.data
     train_ds = make_dataset(root, data["train_split"], manifest, data["input_size"],
@@ -74,8 +89,8 @@ def train_model(ctx: StageContext, model_cfg: dict[str, Any] | None = None, *,
             "manifest": str(manifest), "data": str(root), "tasks": list(module.loss_tasks),
             "weights": module.weighting.weights()}
     if is_rank_zero():
-        save_stage_model(path, module.model.cpu(), ctx, manifest=str(manifest), data=str(root),
-                         train=ctx.train)
+        save_stage_model(path, module.model.cpu(), ctx, train=ctx.train,
+                         **_data_metadata(ctx, root, manifest))
     return info
 
 
@@ -166,8 +181,10 @@ def assemble(ctx: StageContext) -> dict[str, Any]:
     seed_everything(ctx.seed())
     model = build_model(cfg)
     path = ctx.dir / MODEL_FILE
+    root = ensure_dataset(ctx.config, ctx.run)
     if is_rank_zero():
-        save_stage_model(path, model, ctx, backbone_checkpoints=cfg["backbone_checkpoints"])
+        save_stage_model(path, model, ctx, backbone_checkpoints=cfg["backbone_checkpoints"],
+                         **_data_metadata(ctx, root, manifest_path(ctx.config, ctx.run, None)))
     return {"model": str(path), "backbone_checkpoints": cfg["backbone_checkpoints"],
             "freeze_backbones": cfg["freeze_backbones"]}
 

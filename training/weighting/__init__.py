@@ -5,7 +5,7 @@ interface the trainer uses.
 """
 from __future__ import annotations
 
-from training.weighting import dwa, equal, uncertainty  # noqa: F401  (register the methods)
+from training.weighting import dwa, equal, mtunet, uncertainty  # noqa: F401  (register the methods)
 from training.weighting.base import (
     Weighting,
     available_weightings,

@@ -10,11 +10,12 @@ Each task has a learned log-variance ``s_k = log sigma_k^2`` (initial value
 
 Learning ``s`` rather than ``sigma`` keeps the division stable. The log-variances are
 ``nn.Parameter`` s: the trainer must optimise ``weighting.parameters()`` together with the
-model's. ``weights()`` reports the effective multipliers ``c_k * exp(-s_k)``.
+model's. A task missing from a step's losses adds nothing (its ``s_k`` gets a zero
+gradient). ``weights()`` reports the effective multipliers ``c_k * exp(-s_k)``.
 """
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 import torch
 from torch import nn
@@ -41,6 +42,11 @@ class UncertaintyWeighting(Weighting):
     def task_weight(self, index: int, loss: torch.Tensor) -> torch.Tensor:
         s = self.log_vars[index]
         return self.factors[index] * torch.exp(-s) * loss + 0.5 * s
+
+    def forward(self, losses: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """Weighted sum; every log-variance stays in the graph (zero gradient for tasks
+        missing from the step) so DDP does not see unused parameters."""
+        return super().forward(losses) + 0.0 * self.log_vars.sum()
 
     def weights(self) -> dict[str, float]:
         with torch.no_grad():

@@ -163,7 +163,7 @@ class _Builder:
 def _add_items(b: _Builder) -> None:
     r = b.rng
     kinds = ["bed", "table", "chair", "chair", "sofa", "furniture", "furniture", "objects"]
-    for name in r.choice(kinds, size=int(r.integers(3, 8))):
+    for name in r.choice(kinds, size=int(r.integers(4, 10))):
         if name == "bed":
             o = b.place(1.2, 1.0)
             if o:
@@ -245,10 +245,9 @@ def _camera(b: _Builder) -> None:
         if all((x - fx) ** 2 + (y - fy) ** 2 > (fr + 0.3) ** 2 for fx, fy, fr in b.footprints):
             break
     z = r.uniform(1.0, min(1.8, lz - 0.3))
-    # look towards the room's far side, roughly
-    target = np.array([lx - x, ly - y]) + r.normal(0, 0.8, 2)
-    yaw = np.arctan2(target[1] - y, target[0] - x)
-    pitch = np.deg2rad(r.uniform(-30, 0))
+    # look roughly towards the room's centre so that the frame shows furniture and floor
+    yaw = np.arctan2(ly / 2 - y, lx / 2 - x) + np.deg2rad(r.normal(0, 25))
+    pitch = np.deg2rad(r.uniform(-35, -5))
     roll = np.deg2rad(r.normal(0, 3))
     f = np.array([np.cos(pitch) * np.cos(yaw), np.cos(pitch) * np.sin(yaw), np.sin(pitch)])
     right = np.cross(f, [0.0, 0.0, 1.0])

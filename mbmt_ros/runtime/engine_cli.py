@@ -1,0 +1,146 @@
+"""``mbmt-engine``: prebuild and inspect a bundle's TensorRT engines on the robot.
+
+``mbmt-engine build BUNDLE [--precision fp16] [--batch N]`` builds (or validates) the cached
+engine for this GPU and TensorRT version, so the perception node starts in seconds.
+``mbmt-engine info BUNDLE`` prints the bundle's meta data and its cached engines.
+Errors are printed as one line and exit with status 2.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+
+from mbmt_ros.errors import MbmtError
+from mbmt_ros.runtime.bundle import Bundle
+from mbmt_ros.runtime.engine_cache import cache_dir, list_engines
+
+__all__ = ["main", "build_parser"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mbmt-engine",
+                                     description="Build and inspect TensorRT engines of a "
+                                                 "model bundle.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    build = sub.add_parser("build", help="build and cache the engine for this GPU")
+    build.add_argument("bundle", help="model bundle folder")
+    build.add_argument("--precision", choices=("fp16", "fp32", "int8"), default="fp16")
+    build.add_argument("--batch", type=int, default=1, help="(max) batch size (default 1)")
+    build.add_argument("--dynamic-batch", action="store_true",
+                       help="optimisation profile for batches 1..N instead of exactly N")
+    build.add_argument("--workspace-gib", type=float, help="builder workspace limit in GiB")
+    build.add_argument("--strongly-typed", action="store_true",
+                       help="force a strongly typed network (automatic on TensorRT 11)")
+    build.add_argument("--engine-dir", help="engine cache folder (default BUNDLE/engines)")
+    build.add_argument("--calibration", metavar="NPY",
+                       help="int8 only: .npy file of (N, H, W, 3) uint8 camera frames")
+    build.add_argument("--force", action="store_true", help="rebuild even if a valid "
+                                                            "engine is cached")
+    info = sub.add_parser("info", help="print the bundle's meta data and cached engines")
+    info.add_argument("bundle", help="model bundle folder")
+    info.add_argument("--engine-dir", help="engine cache folder (default BUNDLE/engines)")
+    info.add_argument("--json", action="store_true", help="print meta.json as JSON")
+    return parser
+
+
+def _build(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from mbmt_ros.runtime.cuda_device import device_count, gpu_info
+    from mbmt_ros.runtime.errors import BackendError
+    from mbmt_ros.runtime.trt_build import (
+        BuildSettings,
+        import_tensorrt,
+        load_or_build_engine,
+        make_logger,
+    )
+
+    bundle = Bundle.load(args.bundle, verify_checksums=True)
+    trt = import_tensorrt()
+    if device_count() == 0:
+        raise BackendError("no CUDA GPU is visible: engines must be built on the GPU that "
+                           "will run them")
+    calibration = None
+    if args.calibration:
+        from mbmt_ros.runtime.processing import check_batch, resize_images
+
+        calibration = resize_images(check_batch(np.load(args.calibration, allow_pickle=False)),
+                                    bundle.input_size)
+    settings = BuildSettings(
+        precision=args.precision, batch=args.batch, dynamic_batch=args.dynamic_batch,
+        workspace_bytes=int(args.workspace_gib * (1 << 30)) if args.workspace_gib else None,
+        strongly_typed=True if args.strongly_typed else None, calibration_images=calibration)
+    _, path = load_or_build_engine(trt, bundle, settings, gpu_info(0), make_logger(trt),
+                                   args.engine_dir, rebuild=args.force)
+    print(f"engine ready: {path}")
+    return 0
+
+
+def _info(args: argparse.Namespace) -> int:
+    bundle = Bundle.load(args.bundle)
+    meta = bundle.meta
+    if args.json:
+        print(json.dumps(meta, indent=2, sort_keys=True))
+        return 0
+    prov = meta.get("provenance", {})
+    print(f"bundle      {bundle.path}")
+    print(f"schema      {meta['schema_version']}   arch {meta.get('arch')}")
+    print(f"tasks       {', '.join(bundle.tasks)}")
+    print(f"input       {bundle.input_size[0]}x{bundle.input_size[1]} uint8 RGB NHWC, "
+          f"depth in {meta.get('depth_units', 'metres')}")
+    if bundle.class_names:
+        print(f"classes     {bundle.num_classes}: {', '.join(bundle.class_names)}")
+    onnx = meta.get("onnx", {})
+    print(f"onnx        exporter {onnx.get('exporter')}, opset {onnx.get('opset')}, "
+          f"fp16 variant {onnx.get('fp16_variant') or 'none'}")
+    for name, info in meta["files"].items():
+        print(f"file        {name}  {info.get('size', '?')} bytes  sha256 "
+              f"{str(info.get('sha256'))[:16]}...")
+    for variant, report in meta.get("parity", {}).items():
+        if variant != "tolerances":
+            shown = {k: v for k, v in report.items() if isinstance(v, float)}
+            print(f"parity      {variant}: " + ", ".join(f"{k}={v:.3g}" for k, v in shown.items()))
+    code = prov.get("code_version", {})
+    print(f"provenance  created {prov.get('created')}, mbmt_ros {code.get('mbmt_ros')}, "
+          f"commit {str(code.get('git_commit'))[:12]}, checkpoint {prov.get('checkpoint')}")
+    folders = {cache_dir(bundle, args.engine_dir), bundle.engine_dir}
+    records = [r for folder in sorted(folders) for r in list_engines(folder)]
+    if not records:
+        print("engines     none cached (build with `mbmt-engine build BUNDLE`)")
+    for record in records:
+        if record.header is None:
+            print(f"engine      {record.path}: UNUSABLE ({record.problem})")
+            continue
+        key = record.header["key"]
+        stale = "" if key.get("model_sha256") == bundle.model_sha256 else \
+            " [STALE: built from another model.onnx]"
+        state = f" [{record.problem.upper()}]" if record.problem else ""
+        print(f"engine      {record.path.name}: {key.get('precision')} batch "
+              f"{key.get('max_batch')}{' dynamic' if key.get('dynamic_batch') else ''}, "
+              f"{key.get('gpu_name')} sm{key.get('compute_capability')}, TensorRT "
+              f"{key.get('tensorrt_version')}, {record.header.get('payload_size')} bytes"
+              f"{stale}{state}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        datefmt="%H:%M:%S")
+    try:
+        return _build(args) if args.command == "build" else _info(args)
+    except MbmtError as exc:
+        print(f"mbmt-engine {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"mbmt-engine {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,276 @@
+"""Building TensorRT engines from a bundle's ONNX graph, and the engine cache around it.
+
+Written against the TensorRT 10.x Python API (``build_serialized_network``; no binding
+indices) and TensorRT 11.x, where weak typing is gone:
+
+* **TensorRT 10.x** - FP32: the FP32 graph. FP16: the FP32 graph with ``BuilderFlag.FP16``
+  (TensorRT picks FP16 kernels where they are faster). INT8: ``BuilderFlag.INT8`` + FP16 with
+  an entropy calibrator fed by calibration images.
+* **TensorRT 11.x** (and 10.x with ``strongly_typed=True``) - the network is created
+  ``STRONGLY_TYPED`` and precision comes from the graph: FP16 builds parse
+  ``model_fp16.onnx`` (FP16 inside, uint8 in / int32 + float32 out as in the contract).
+  INT8 would need a Q/DQ-quantised graph, which bundles do not carry: a clear error.
+
+Every build uses a timing cache (shared per GPU + TensorRT version), an optimisation profile
+for the ``image`` input (fixed batch, or dynamic 1..N), logs that it is building (minutes on
+a Jetson), and writes the engine atomically; an out-of-memory build raises
+:class:`EngineOutOfMemoryError` and leaves no engine behind. The configuration logic
+(:func:`plan_build`, :func:`assemble_builder_config`) takes the ``tensorrt`` module as an
+argument so it can be tested without TensorRT.
+"""
+from __future__ import annotations
+
+import importlib
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mbmt_ros.io import atomic_write_bytes
+from mbmt_ros.runtime.bundle import INPUT_NAME, Bundle
+from mbmt_ros.runtime.engine_cache import (
+    EngineKey,
+    StaleEngine,
+    cache_dir,
+    read_engine,
+    timing_cache_path,
+    write_engine,
+)
+from mbmt_ros.runtime.errors import (
+    BackendNotInstalledError,
+    EngineBuildError,
+    EngineOutOfMemoryError,
+)
+
+__all__ = ["TENSORRT_INSTALL_HINT", "BuildSettings", "BuildPlan", "import_tensorrt",
+           "tensorrt_major", "plan_build", "assemble_builder_config", "engine_key",
+           "build_engine", "load_or_build_engine", "is_out_of_memory"]
+
+_log = logging.getLogger(__name__)
+
+TENSORRT_INSTALL_HINT = (
+    "TensorRT is not installed: on a Jetson install JetPack's `nvidia-tensorrt` / "
+    "`python3-libnvinfer` apt packages; on x86 `pip install tensorrt` (needs an NVIDIA driver). "
+    "The backend also needs cuda-python: `pip install cuda-python`")
+
+_OOM_MARKERS = ("out of memory", "outofmemory", "cudaerrormemoryallocation",
+                "failed to allocate", "insufficient memory", "allocation failed")
+
+
+def import_tensorrt() -> Any:
+    """The ``tensorrt`` module, or :class:`BackendNotInstalledError` naming the packages."""
+    try:
+        return importlib.import_module("tensorrt")
+    except ImportError as exc:
+        raise BackendNotInstalledError(TENSORRT_INSTALL_HINT) from exc
+
+
+def tensorrt_major(trt: Any) -> int:
+    return int(str(trt.__version__).split(".")[0])
+
+
+@dataclass(frozen=True)
+class BuildSettings:
+    """What the user asks of an engine."""
+
+    precision: str = "fp16"          # fp32 | fp16 | int8
+    batch: int = 1                   # the profile's max (and opt) batch
+    dynamic_batch: bool = False      # profile 1..batch instead of exactly batch
+    workspace_bytes: int | None = None
+    strongly_typed: bool | None = None   # None: only where TensorRT requires it (11.x)
+    calibration_images: Any = None   # (N, H, W, 3) uint8 for INT8 on TensorRT 10.x
+
+    def __post_init__(self) -> None:
+        if self.precision not in ("fp32", "fp16", "int8"):
+            raise EngineBuildError(f"unknown precision {self.precision!r}; choose fp32, fp16 "
+                                   f"or int8")
+        if not isinstance(self.batch, int) or self.batch < 1:
+            raise EngineBuildError(f"--batch must be a positive integer, got {self.batch!r}")
+
+
+@dataclass(frozen=True)
+class BuildPlan:
+    """The decisions of :func:`plan_build`: which graph, network and builder flags."""
+
+    onnx_path: Path
+    strongly_typed: bool
+    builder_flags: tuple[str, ...]
+    network_flags: tuple[str, ...]
+    profile: tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]
+    notes: tuple[str, ...] = field(default=())
+
+
+def plan_build(trt: Any, bundle: Bundle, settings: BuildSettings) -> BuildPlan:
+    """Decide graph and flags for ``settings`` on the installed TensorRT (no GPU work)."""
+    major = tensorrt_major(trt)
+    flags = trt.BuilderFlag
+    weak_fp16 = hasattr(flags, "FP16") and major < 11
+    strongly = settings.strongly_typed if settings.strongly_typed is not None else not weak_fp16
+    if strongly and not hasattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED"):
+        raise EngineBuildError(f"TensorRT {trt.__version__} has no strongly typed networks; "
+                               f"use TensorRT >= 9 or drop strongly_typed")
+    notes: list[str] = []
+    onnx_path = bundle.model_path
+    builder_flags: list[str] = []
+    if settings.precision == "fp16":
+        if strongly:
+            if bundle.fp16_model_path is None:
+                raise EngineBuildError(
+                    f"TensorRT {trt.__version__} builds FP16 only from an FP16 graph (strong "
+                    f"typing), but {bundle.path} has no model_fp16.onnx; re-export without "
+                    f"--no-fp16 or build with --precision fp32")
+            onnx_path = bundle.fp16_model_path
+            notes.append("strongly typed network from model_fp16.onnx")
+        else:
+            builder_flags.append("FP16")
+            notes.append("weakly typed FP32 graph with the FP16 builder flag")
+    elif settings.precision == "int8":
+        if strongly or not hasattr(flags, "INT8"):
+            raise EngineBuildError(
+                f"INT8 on TensorRT {trt.__version__} needs an explicitly quantised (Q/DQ) ONNX "
+                f"graph, which mbmt_ros bundles do not carry; use --precision fp16")
+        if settings.calibration_images is None:
+            raise EngineBuildError("INT8 needs calibration images (calibration_images= an "
+                                   "(N, H, W, 3) uint8 array of typical camera frames)")
+        builder_flags += ["INT8", "FP16"]
+        notes.append("implicit INT8 with entropy calibration (+FP16 fallback)")
+    network_flags = ("STRONGLY_TYPED",) if strongly else ()
+    height, width = bundle.input_size
+    low = 1 if settings.dynamic_batch else settings.batch
+    profile = ((low, height, width, 3), (settings.batch, height, width, 3),
+               (settings.batch, height, width, 3))
+    return BuildPlan(onnx_path, strongly, tuple(builder_flags), network_flags, profile,
+                     tuple(notes))
+
+
+def network_creation_flags(trt: Any, plan: BuildPlan) -> int:
+    """The bit mask for ``builder.create_network`` (0 = explicit batch, the 10.x default)."""
+    mask = 0
+    for name in plan.network_flags:
+        mask |= 1 << int(getattr(trt.NetworkDefinitionCreationFlag, name))
+    return mask
+
+
+def assemble_builder_config(trt: Any, builder: Any, plan: BuildPlan, settings: BuildSettings,
+                            timing_cache: bytes | None, calibrator: Any = None) -> Any:
+    """An ``IBuilderConfig`` for ``plan``: flags, workspace, profile, timing cache, calibrator."""
+    config = builder.create_builder_config()
+    if settings.workspace_bytes:
+        config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(settings.workspace_bytes))
+    for name in plan.builder_flags:
+        config.set_flag(getattr(trt.BuilderFlag, name))
+    profile = builder.create_optimization_profile()
+    profile.set_shape(INPUT_NAME, *plan.profile)
+    config.add_optimization_profile(profile)
+    if calibrator is not None:
+        config.int8_calibrator = calibrator
+        if hasattr(config, "set_calibration_profile"):
+            config.set_calibration_profile(profile)
+    cache = config.create_timing_cache(timing_cache or b"")
+    config.set_timing_cache(cache, ignore_mismatch=False)
+    return config
+
+
+def engine_key(trt: Any, bundle: Bundle, settings: BuildSettings, gpu: Any) -> EngineKey:
+    """The cache key of an engine for ``bundle`` + ``settings`` on ``gpu`` (a GpuInfo)."""
+    return EngineKey(model_sha256=bundle.model_sha256, gpu_name=gpu.name,
+                     compute_capability=gpu.compute_capability,
+                     tensorrt_version=str(trt.__version__), precision=settings.precision,
+                     max_batch=settings.batch, dynamic_batch=settings.dynamic_batch)
+
+
+def is_out_of_memory(messages: list[str]) -> bool:
+    """Whether TensorRT's log lines report a GPU memory allocation failure."""
+    text = " ".join(messages).lower().replace("_", "")
+    return any(marker.replace("_", "") in text for marker in _OOM_MARKERS)
+
+
+def make_logger(trt: Any) -> Any:
+    """A TensorRT logger forwarding to Python logging and keeping errors for diagnosis."""
+
+    class _Logger(trt.ILogger):
+        def __init__(self) -> None:
+            trt.ILogger.__init__(self)
+            self.errors: list[str] = []
+
+        def log(self, severity: Any, msg: str) -> None:
+            if severity in (trt.ILogger.Severity.INTERNAL_ERROR, trt.ILogger.Severity.ERROR):
+                self.errors.append(msg)
+                _log.error("TensorRT: %s", msg)
+            elif severity == trt.ILogger.Severity.WARNING:
+                _log.warning("TensorRT: %s", msg)
+            else:
+                _log.debug("TensorRT: %s", msg)
+
+    return _Logger()
+
+
+def build_engine(trt: Any, bundle: Bundle, settings: BuildSettings, key: EngineKey,
+                 directory: Path, logger: Any) -> bytes:
+    """Build, cache (atomically) and return a serialized engine."""
+    plan = plan_build(trt, bundle, settings)
+    _log.info("building the TensorRT %s engine for %s on %s (%s); this takes minutes - "
+              "prebuild it with `mbmt-engine build %s`", settings.precision, bundle.path,
+              key.gpu_name, ", ".join(plan.notes) or "fp32", bundle.path)
+    started = time.monotonic()
+    builder = trt.Builder(logger)
+    network = builder.create_network(network_creation_flags(trt, plan))
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse_from_file(str(plan.onnx_path)):
+        errors = [str(parser.get_error(i)) for i in range(parser.num_errors)]
+        raise EngineBuildError(f"TensorRT {trt.__version__} cannot parse {plan.onnx_path}: "
+                               + "; ".join(errors))
+    timing_path = timing_cache_path(directory, key)
+    timing = timing_path.read_bytes() if timing_path.is_file() else None
+    calibrator = None
+    if settings.precision == "int8":
+        from mbmt_ros.runtime.trt_calibrator import make_calibrator
+
+        calibrator = make_calibrator(trt, settings.calibration_images, settings.batch,
+                                     directory / f"{key.filename()}.calib")
+    config = assemble_builder_config(trt, builder, plan, settings, timing, calibrator)
+    try:
+        serialized = builder.build_serialized_network(network, config)
+    except MemoryError as exc:
+        raise _oom(bundle, settings) from exc
+    if serialized is None:
+        if is_out_of_memory(getattr(logger, "errors", [])):
+            raise _oom(bundle, settings)
+        raise EngineBuildError(f"TensorRT could not build an engine for {plan.onnx_path}: "
+                               + ("; ".join(getattr(logger, "errors", [])) or "see the log"))
+    payload = bytes(serialized)
+    directory.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(timing_path, bytes(config.get_timing_cache().serialize()))
+    path = write_engine(directory / key.filename(), key, payload,
+                        extra={"notes": list(plan.notes), "onnx": plan.onnx_path.name,
+                               "build_seconds": round(time.monotonic() - started, 1)})
+    _log.info("TensorRT engine built in %.0f s: %s", time.monotonic() - started, path)
+    return payload
+
+
+def _oom(bundle: Bundle, settings: BuildSettings) -> EngineOutOfMemoryError:
+    return EngineOutOfMemoryError(
+        f"the GPU ran out of memory while building the {settings.precision} engine for "
+        f"{bundle.path} (batch {settings.batch}); no engine was written. Free GPU memory "
+        f"(stop other GPU processes), lower --batch, or limit the workspace")
+
+
+def load_or_build_engine(trt: Any, bundle: Bundle, settings: BuildSettings, gpu: Any,
+                         logger: Any, engine_dir: str | Path | None = None,
+                         rebuild: bool = False) -> tuple[bytes, Path]:
+    """The cached engine for this bundle/GPU/TensorRT/precision, rebuilt when stale."""
+    key = engine_key(trt, bundle, settings, gpu)
+    directory = cache_dir(bundle, engine_dir)
+    path = directory / key.filename()
+    if not rebuild:
+        try:
+            payload = read_engine(path, key)
+            _log.info("TensorRT: using cached engine %s", path)
+            return payload, path
+        except StaleEngine as why:
+            if path.exists():
+                _log.warning("TensorRT: rebuilding %s because %s", path, why)
+            else:
+                _log.info("TensorRT: no cached engine for this GPU / TensorRT / precision")
+    return build_engine(trt, bundle, settings, key, directory, logger), path

@@ -1,0 +1,355 @@
+"""The perception node over real DDS: every encoding in, every topic out (equal to the
+Predictor run directly), newest-frame processing under load, malformed input, lifecycle
+transitions through the lifecycle services, bad parameters, and the console script."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import REPO, VENV_BIN, wait_for
+
+pytestmark = pytest.mark.ros
+
+H, W = 32, 48
+CPU = {"backend": "onnxruntime", "precision": "fp32", "device": "cpu"}
+IMAGE_TOPICS = ("segmentation", "segmentation/color", "depth", "normals", "normals/color")
+ENCODED = ["rgb8", "bgr8", "rgba8", "bgra8", "mono8", "yuv422", "uyvy", "yuv422_yuy2", "yuyv"]
+
+
+def _rgb(seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    small = rng.integers(0, 256, (H // 4, W // 4, 3), dtype=np.uint8)
+    return np.repeat(np.repeat(small, 4, axis=0), 4, axis=1)  # blocky: survives YUV and JPEG
+
+
+def _image(encoding: str, seed: int, stamp_sec: int):
+    from std_msgs.msg import Header
+
+    from mbmt_ros.ros.compressed import encode_compressed
+    from mbmt_ros.ros.image_conversions import ENCODINGS, numpy_to_image, rgb8_to_yuv422
+
+    rgb = _rgb(seed)
+    header = Header(frame_id="camera_optical_frame")
+    header.stamp.sec = stamp_sec
+    if encoding in ("jpeg", "png"):
+        return encode_compressed(rgb, encoding, header)
+    info = ENCODINGS[encoding]
+    if info.yuv:
+        pixels = rgb8_to_yuv422(rgb, info.yuv)
+    elif encoding == "mono8":
+        pixels = rgb[..., 0]
+    else:
+        pixels = rgb[..., ::-1] if encoding.startswith("bgr") else rgb
+        if info.channels == 4:
+            pixels = np.concatenate([pixels, np.full((H, W, 1), 255, np.uint8)], axis=2)
+    # odd padding so that no row is aligned: the node must honour msg.step
+    return numpy_to_image(np.ascontiguousarray(pixels), encoding, header,
+                          step=W * info.bytes_per_pixel + 5)
+
+
+def _camera_info():
+    from sensor_msgs.msg import CameraInfo
+
+    info = CameraInfo(width=W, height=H)
+    info.header.frame_id = "camera_optical_frame"
+    info.k = [40.0, 0.0, W / 2, 0.0, 40.0, H / 2, 0.0, 0.0, 1.0]
+    return info
+
+
+def _diag_values(collector) -> dict[str, str]:
+    for array in reversed(collector.snapshot()):
+        for status in array.status:
+            if status.name.endswith(": perception"):
+                return {kv.key: kv.value for kv in status.values}
+    return {}
+
+
+def test_every_encoding_gives_every_topic_equal_to_the_predictor(harness_factory, tiny_bundle):
+    from diagnostic_msgs.msg import DiagnosticArray
+    from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
+
+    from mbmt_ros.ros.compressed import decode_compressed
+    from mbmt_ros.ros.image_conversions import image_to_numpy, to_rgb8
+    from mbmt_ros.runtime import open_predictor
+
+    h = harness_factory({"bundle": str(tiny_bundle), **CPU, "pointcloud": True,
+                         "pointcloud_stride": 2, "use_compressed": True, "overlay_alpha": 1.0,
+                         "max_depth": 1000.0})
+    assert h.node.autostart(), h.node.transition_error
+    outs = {t: h.subscribe(Image, f"{h.prefix}/{t}") for t in IMAGE_TOPICS}
+    points = h.subscribe(PointCloud2, f"{h.prefix}/points")
+    diagnostics = h.subscribe(DiagnosticArray, "/diagnostics")
+    image_pub = h.client.create_publisher(Image, "image", 10)
+    compressed_pub = h.client.create_publisher(CompressedImage, "image/compressed", 10)
+    info_pub = h.client.create_publisher(CameraInfo, "camera_info", 10)
+    wait_for(lambda: image_pub.get_subscription_count() and compressed_pub.get_subscription_count()
+             and all(h.node._outputs[f"~/{t}"].get_subscription_count() for t in IMAGE_TOPICS))
+    wait_for(lambda: (info_pub.publish(_camera_info()), h.node._camera_info)[1], timeout=10)
+
+    reference = open_predictor(str(tiny_bundle), **CPU)
+    lut = h.node._options.lut
+    for i, encoding in enumerate([*ENCODED, "jpeg", "png"]):
+        stamp = 100 + i
+        msg = _image(encoding, i, stamp)
+        pub = compressed_pub if encoding in ("jpeg", "png") else image_pub
+
+        def arrived(stamp=stamp, msg=msg, pub=pub):
+            got = {t: [m for m in c.snapshot() if m.header.stamp.sec == stamp] for t, c in outs.items()}
+            got["points"] = [m for m in points.snapshot() if m.header.stamp.sec == stamp]
+            if all(got.values()):
+                return {t: v[0] for t, v in got.items()}
+            pub.publish(msg)  # sensor-data QoS is best effort: publish again until it is through
+            return None
+
+        got = wait_for(arrived, timeout=15, period=0.3)
+        rgb = decode_compressed(msg) if encoding in ("jpeg", "png") else np.asarray(to_rgb8(msg))
+        expected = reference.predict(np.ascontiguousarray(rgb))
+        for topic, out in got.items():
+            assert out.header.frame_id == "camera_optical_frame", topic
+            if topic != "points":
+                assert (out.height, out.width) == (H, W), topic
+        assert got["segmentation"].encoding == "mono8"
+        assert got["segmentation/color"].encoding == "rgb8"
+        assert got["depth"].encoding == "32FC1" and got["normals"].encoding == "32FC3"
+        assert got["normals/color"].encoding == "rgb8"
+        seg = image_to_numpy(got["segmentation"])
+        np.testing.assert_array_equal(seg, expected["segmentation"], err_msg=encoding)
+        np.testing.assert_array_equal(image_to_numpy(got["segmentation/color"]), lut[seg])
+        np.testing.assert_allclose(image_to_numpy(got["depth"]), expected["depth"], rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(image_to_numpy(got["normals"]), expected["normals"], atol=1e-5)
+        cloud = got["points"]
+        assert (cloud.height, cloud.width) == (H // 2, W // 2)
+        z = np.frombuffer(cloud.data, dtype=np.float32).reshape(H // 2, W // 2, 5)[..., 2]
+        np.testing.assert_allclose(z, expected["depth"][::2, ::2], rtol=1e-5)
+    reference.close()
+
+    values = wait_for(lambda: _diag_values(diagnostics).get("processed_frames", "0") != "0"
+                      and _diag_values(diagnostics), timeout=5)
+    assert values["backend"] == "onnxruntime" and values["precision"] == "fp32"
+    assert values["rejected_frames"] == "0"
+
+
+class SlowPredictor:
+    """FOR THIS TEST ONLY: the real predictor plus a fixed delay, to play a slow GPU."""
+
+    def __init__(self, inner, delay: float) -> None:
+        self._inner, self._delay = inner, delay
+        self.backend, self.precision, self.tasks = inner.backend, inner.precision, inner.tasks
+        self.class_names, self.palette = inner.class_names, inner.palette
+
+    def predict(self, image):
+        time.sleep(self._delay)
+        return self._inner.predict(image)
+
+    def close(self):
+        self._inner.close()
+
+
+def _rss_mb() -> float:
+    pages = int(Path("/proc/self/statm").read_text().split()[1])
+    return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def test_60hz_camera_with_slow_backend_processes_newest_and_counts_drops(harness_factory, tiny_bundle):
+    from diagnostic_msgs.msg import DiagnosticArray
+    from sensor_msgs.msg import Image
+
+    from mbmt_ros.runtime import open_predictor
+
+    def slow_factory(bundle, backend, precision, device):
+        return SlowPredictor(open_predictor(bundle, backend, precision, device), delay=0.1)
+
+    h = harness_factory({"bundle": str(tiny_bundle), **CPU, "tasks": ["depth"]}, slow_factory)
+    assert h.node.autostart(), h.node.transition_error
+    depth = h.subscribe(Image, f"{h.prefix}/depth")
+    diagnostics = h.subscribe(DiagnosticArray, "/diagnostics")
+    pub = h.client.create_publisher(Image, "image", 10)
+    wait_for(lambda: pub.get_subscription_count() and h.node._outputs["~/depth"].get_subscription_count())
+
+    frames = [_image("rgb8", i % 4, 1000 + i) for i in range(240)]  # 4 s at 60 Hz
+    start = time.monotonic()
+    rss = []
+    for i, msg in enumerate(frames):
+        pub.publish(msg)
+        if i in (60, 239):
+            rss.append(_rss_mb())
+        time.sleep(max(0.0, start + (i + 1) / 60 - time.monotonic()))
+    wait_for(lambda: any(m.header.stamp.sec >= 1000 + 230 for m in depth.snapshot()), timeout=5)
+    time.sleep(0.3)
+
+    stamps = [m.header.stamp.sec for m in depth.snapshot() if m.header.stamp.sec >= 1000]
+    stats = h.node.stats
+    assert stamps == sorted(stamps) and len(set(stamps)) == len(stamps)
+    assert 15 <= len(stamps) <= 50, len(stamps)  # ~10 Hz backend for 4 s
+    assert max(stamps) >= 1000 + 230  # the newest frames, not a backlog
+    assert stats.dropped >= 150 and stats.received >= 200
+    assert stats.processed == len(stamps)
+    assert rss[1] - rss[0] < 30, f"memory grew from {rss[0]:.0f} to {rss[1]:.0f} MB"
+    values = wait_for(lambda: int(_diag_values(diagnostics).get("dropped_frames", 0)) >= 150
+                      and _diag_values(diagnostics), timeout=3)
+    assert float(values["output_rate_hz"]) <= 12
+
+
+def test_malformed_messages_are_rejected_and_counted(harness_factory, tiny_bundle):
+    import array
+
+    from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
+    from sensor_msgs.msg import CompressedImage, Image
+
+    h = harness_factory({"bundle": str(tiny_bundle), **CPU, "use_compressed": True,
+                         "tasks": ["segmentation"], "qos.input": "reliable",
+                         "diagnostics_period": 0.2})
+    assert h.node.autostart(), h.node.transition_error
+    seg = h.subscribe(Image, f"{h.prefix}/segmentation")
+    statuses = h.subscribe(DiagnosticArray, "/diagnostics")
+    pub = h.client.create_publisher(Image, "image", 10)
+    cpub = h.client.create_publisher(CompressedImage, "image/compressed", 10)
+    wait_for(lambda: pub.get_subscription_count() and cpub.get_subscription_count()
+             and h.node._outputs["~/segmentation"].get_subscription_count())
+
+    def bad(**fields):
+        msg = _image("rgb8", 0, 7)
+        for key, value in fields.items():
+            setattr(msg, key, value)
+        return msg
+
+    malformed = [bad(step=10), bad(data=array.array("B", bytes(100))), bad(encoding="bayer_xyz8"),
+                 bad(height=0, width=0, step=0, data=array.array("B"))]
+    jpeg = bytes(_image("jpeg", 0, 7).data)
+    for msg in malformed:
+        pub.publish(msg)
+        time.sleep(0.15)  # one at a time: the newest-frame slot would otherwise drop some
+    cpub.publish(CompressedImage(format="jpeg", data=array.array("B", jpeg[: len(jpeg) // 3])))
+    wait_for(lambda: h.node.stats.rejected == 5, timeout=5)
+    values = wait_for(lambda: _diag_values(statuses).get("rejected_frames") == "5" and _diag_values(statuses))
+    assert values["rejected_frames"] == "5"
+    assert any(s.level == DiagnosticStatus.WARN for a in statuses.snapshot() for s in a.status)
+    # still alive: a good frame after the bad ones is processed
+    good = _image("rgb8", 1, 8)
+    wait_for(lambda: [m for m in seg.snapshot() if m.header.stamp.sec == 8] or pub.publish(good),
+             timeout=10, period=0.3)
+    assert h.node.stats.errors == 0
+
+
+def _lifecycle(h, transition: int) -> bool:
+    from lifecycle_msgs.srv import ChangeState
+
+    client = h.client.create_client(ChangeState, f"{h.prefix}/change_state")
+    assert client.wait_for_service(timeout_sec=5)
+    request = ChangeState.Request()
+    request.transition.id = transition
+    future = client.call_async(request)
+    wait_for(future.done, timeout=60)
+    h.client.destroy_client(client)
+    return future.result().success
+
+
+def _state(h) -> str:
+    from lifecycle_msgs.srv import GetState
+
+    client = h.client.create_client(GetState, f"{h.prefix}/get_state")
+    assert client.wait_for_service(timeout_sec=5)
+    future = client.call_async(GetState.Request())
+    wait_for(future.done, timeout=10)
+    h.client.destroy_client(client)
+    return future.result().current_state.label
+
+
+def test_lifecycle_transitions_in_and_out_of_order(harness_factory, tiny_bundle):
+    from lifecycle_msgs.msg import Transition
+
+    h = harness_factory({"bundle": str(tiny_bundle), **CPU, "autostart": False})
+    names = lambda: {n for n, _ in h.client.get_topic_names_and_types()}  # noqa: E731
+    assert _state(h) == "unconfigured"
+    assert not _lifecycle(h, Transition.TRANSITION_ACTIVATE)  # out of order: not configured
+    assert not _lifecycle(h, Transition.TRANSITION_DEACTIVATE)
+    assert _state(h) == "unconfigured" and h.node.predictor is None
+
+    assert _lifecycle(h, Transition.TRANSITION_CONFIGURE)
+    assert _state(h) == "inactive" and h.node.predictor is not None
+    assert not _lifecycle(h, Transition.TRANSITION_CONFIGURE)  # already configured
+    assert _lifecycle(h, Transition.TRANSITION_ACTIVATE)
+    assert _state(h) == "active"
+    wait_for(lambda: f"{h.prefix}/depth" in names())
+    assert h.node._worker is not None and h.node._worker.alive
+    assert not _lifecycle(h, Transition.TRANSITION_CLEANUP)  # not from active
+
+    worker = h.node._worker
+    assert _lifecycle(h, Transition.TRANSITION_DEACTIVATE)
+    assert _state(h) == "inactive" and not worker.alive and h.node._outputs == {}
+    wait_for(lambda: f"{h.prefix}/depth" not in names())
+    assert _lifecycle(h, Transition.TRANSITION_ACTIVATE)  # re-activate works
+    assert _lifecycle(h, Transition.TRANSITION_DEACTIVATE)
+    assert _lifecycle(h, Transition.TRANSITION_CLEANUP)
+    assert _state(h) == "unconfigured" and h.node.predictor is None
+    assert _lifecycle(h, Transition.TRANSITION_CONFIGURE)  # configure again after cleanup
+    assert _lifecycle(h, Transition.TRANSITION_INACTIVE_SHUTDOWN)
+    assert _state(h) == "finalized" and h.node.predictor is None
+
+
+@pytest.mark.parametrize("params, message", [
+    ({"bundle": ""}, "parameter bundle is empty"),
+    ({"backend": "tensorflow"}, "backend='tensorflow' is invalid"),
+    ({"overlay_alpha": 2.0}, "overlay_alpha=2.0 is out of range"),
+    ({"tasks": ["depth", "edges"]}, "unknown task(s) ['edges']"),
+    ({"pointcloud": True, "tasks": ["segmentation"]}, "pointcloud=true needs the depth task"),
+])
+def test_bad_parameters_fail_configure_with_a_clear_message(harness_factory, tiny_bundle, params, message):
+    from rclpy.lifecycle import TransitionCallbackReturn
+
+    h = harness_factory({"bundle": str(tiny_bundle), **CPU, "autostart": False, **params})
+    assert h.node.trigger_configure() == TransitionCallbackReturn.FAILURE
+    assert message in h.node.transition_error
+    assert h.node.predictor is None
+
+
+def test_console_script_autostarts_and_stops_on_sigint(tiny_bundle):
+    import rclpy
+    from rclpy.context import Context
+    from rclpy.executors import SingleThreadedExecutor
+    from sensor_msgs.msg import Image
+
+    proc = subprocess.Popen(
+        [str(VENV_BIN / "perception_node"), "--ros-args", "-r", "__node:=cam_perception",
+         "--params-file", str(REPO / "config" / "perception.yaml"), "-p", f"bundle:={tiny_bundle}", "-p", "backend:=onnxruntime", "-p", "precision:=fp32",
+         "-p", "device:=cpu", "-r", "image:=/camera/image_raw"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    context = Context()
+    rclpy.init(context=context)
+    node = rclpy.create_node("script_client", context=context)
+    executor = SingleThreadedExecutor(context=context)
+    executor.add_node(node)
+    try:
+        got = []
+        node.create_subscription(Image, "/cam_perception/depth", got.append, 10)
+        pub = node.create_publisher(Image, "/camera/image_raw", 10)
+        deadline = time.monotonic() + 60
+        while not got and time.monotonic() < deadline and proc.poll() is None:
+            pub.publish(_image("bgr8", 3, 5))
+            executor.spin_once(timeout_sec=0.2)
+        assert got and got[0].header.stamp.sec == 5 and got[0].encoding == "32FC1"
+    finally:
+        node.destroy_node()
+        rclpy.try_shutdown(context=context)
+        proc.send_signal(signal.SIGINT)
+        out = proc.communicate(timeout=20)[0]
+    assert proc.returncode == 0, out
+    assert "opened bundle" in out and "backend onnxruntime" in out
+
+
+def test_console_script_exits_1_with_the_reason_for_a_bad_bundle(tmp_path):
+    proc = subprocess.run(
+        [str(VENV_BIN / "perception_node"), "--ros-args", "-p", f"bundle:={tmp_path}/missing"],
+        capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1
+    assert "not a model bundle directory" in proc.stderr + proc.stdout, proc.stderr
+
+
+if __name__ == "__main__":
+    sys.exit(pytest.main([__file__, "-v"]))

@@ -1,0 +1,272 @@
+"""rosbag2 (mcap or sqlite3) RGB-D recordings, read and written with the ``rosbags`` library.
+
+Reading turns ``sensor_msgs/Image`` (rgb8, bgr8, rgba8, bgra8, mono8; depth 16UC1/mono16
+millimetres or 32FC1 metres) and ``sensor_msgs/CompressedImage`` (JPEG/PNG colour,
+``compressedDepth`` PNG depth) into NumPy arrays and ``CameraInfo`` into
+:class:`CameraIntrinsics`. Writing records RGB (rgb8 or JPEG), 16UC1 millimetre depth and
+CameraInfo, which is how ``mbmt-train synth`` produces a robot-like log.
+"""
+from __future__ import annotations
+
+import io
+import struct
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from training.data.camera import CameraIntrinsics
+from training.errors import DataError
+
+__all__ = ["IMAGE", "COMPRESSED", "CAMERA_INFO", "BagMessage", "RgbdBagWriter", "open_bag",
+           "topic_types", "iter_messages", "decode_color", "decode_depth", "camera_from_info",
+           "stamp_ns"]
+
+IMAGE = "sensor_msgs/msg/Image"
+COMPRESSED = "sensor_msgs/msg/CompressedImage"
+CAMERA_INFO = "sensor_msgs/msg/CameraInfo"
+
+
+def _typestore():
+    from rosbags.typesys import Stores, get_typestore
+
+    return get_typestore(Stores.LATEST)
+
+
+@dataclass
+class BagMessage:
+    """A deserialised message with its topic, type and time (header stamp, else log time)."""
+
+    topic: str
+    msgtype: str
+    stamp_ns: int
+    msg: object
+
+
+def stamp_ns(msg: object, log_time: int) -> int:
+    """The header stamp in nanoseconds; the bag's log time when the stamp is zero."""
+    header = getattr(msg, "header", None)
+    if header is None:
+        return int(log_time)
+    t = int(header.stamp.sec) * 1_000_000_000 + int(header.stamp.nanosec)
+    return t if t > 0 else int(log_time)
+
+
+def open_bag(path: str | Path):
+    """Open a rosbag2 folder (or its .mcap/.db3 file) with rosbags' Reader; DataError if not."""
+    from rosbags.rosbag2 import Reader
+
+    path = Path(path)
+    if path.is_file() and path.suffix in (".mcap", ".db3"):
+        path = path.parent
+    if not path.exists():
+        raise DataError(f"bag {path} does not exist")
+    try:
+        reader = Reader(path)
+        reader.open()
+    except Exception as exc:  # rosbags raises its own error types
+        raise DataError(f"{path} is not a readable rosbag2 folder (mcap or sqlite3): {exc}"
+                        ) from exc
+    return reader
+
+
+def topic_types(reader) -> dict[str, str]:
+    """topic -> message type of every connection in the bag."""
+    return {c.topic: c.msgtype for c in reader.connections}
+
+
+def iter_messages(reader, topics: dict[str, tuple[str, ...]],
+                  bag: str = "bag") -> Iterator[BagMessage]:
+    """Yield the messages of ``topics`` (topic -> accepted message types) in log order.
+
+    A topic that the bag lacks, or of another type, is a DataError listing the bag's topics.
+    """
+    available = topic_types(reader)
+    for topic, types in topics.items():
+        if available.get(topic) not in types:
+            have = ", ".join(f"{t} [{ty}]" for t, ty in sorted(available.items())) or "(none)"
+            if topic not in available:
+                problem = f"has no topic {topic}"
+            else:
+                problem = f"has {topic} as {available[topic]}, not {' or '.join(types)}"
+            raise DataError(f"{bag} {problem}; its topics are: {have}")
+    store = _typestore()
+    conns = [c for c in reader.connections if c.topic in topics]
+    for conn, log_time, raw in reader.messages(connections=conns):
+        msg = store.deserialize_cdr(raw, conn.msgtype)
+        yield BagMessage(conn.topic, conn.msgtype, stamp_ns(msg, log_time), msg)
+
+
+def _image_array(msg, where: str) -> tuple[np.ndarray, str]:
+    enc = str(msg.encoding).lower()
+    dtypes = {"rgb8": (np.uint8, 3), "bgr8": (np.uint8, 3), "rgba8": (np.uint8, 4),
+              "bgra8": (np.uint8, 4), "mono8": (np.uint8, 1), "8uc1": (np.uint8, 1),
+              "8uc3": (np.uint8, 3), "16uc1": (np.uint16, 1), "mono16": (np.uint16, 1),
+              "32fc1": (np.float32, 1)}
+    if enc not in dtypes:
+        raise DataError(f"{where}: image encoding {msg.encoding!r} is not supported "
+                        f"(use one of {sorted(dtypes)})")
+    dtype, ch = dtypes[enc]
+    dt = np.dtype(dtype).newbyteorder(">" if msg.is_bigendian else "<")
+    h, w, step = int(msg.height), int(msg.width), int(msg.step)
+    data = np.frombuffer(bytes(msg.data), dtype=np.uint8)
+    if data.size < h * step or step < w * ch * dt.itemsize:
+        raise DataError(f"{where}: {data.size} bytes do not hold a {h}x{w} {enc} image "
+                        f"(step {step})")
+    rows = data[: h * step].reshape(h, step)[:, : w * ch * dt.itemsize]
+    arr = np.ascontiguousarray(rows).view(dt).reshape(h, w, ch).astype(dtype, copy=False)
+    return arr, enc
+
+
+def decode_color(msg, msgtype: str, where: str = "image") -> np.ndarray:
+    """An Image / CompressedImage message as uint8 RGB (H, W, 3)."""
+    if msgtype == COMPRESSED:
+        try:
+            img = Image.open(io.BytesIO(bytes(msg.data)))
+            return np.asarray(img.convert("RGB"))
+        except Exception as exc:
+            raise DataError(f"{where}: cannot decode compressed image (format "
+                            f"{msg.format!r}): {exc}") from exc
+    arr, enc = _image_array(msg, where)
+    if arr.dtype != np.uint8:
+        raise DataError(f"{where}: colour image has encoding {enc}; expected an 8-bit colour "
+                        "encoding (is this the depth topic?)")
+    if enc.startswith("bgr"):
+        arr = arr[:, :, [2, 1, 0]]
+    elif arr.shape[2] == 1:
+        arr = np.repeat(arr, 3, axis=2)
+    return np.ascontiguousarray(arr[:, :, :3])
+
+
+def _compressed_depth(msg, where: str) -> np.ndarray:
+    data = bytes(msg.data)
+    fmt = str(msg.format)
+    start = data.find(b"\x89PNG")
+    if start < 0:
+        raise DataError(f"{where}: compressed depth (format {fmt!r}) holds no PNG image")
+    png = np.asarray(Image.open(io.BytesIO(data[start:])))
+    if "32fc1" in fmt.lower():
+        # compressed_depth_image_transport: quantised inverse depth, header holds A, B
+        if start < 12:
+            raise DataError(f"{where}: 32FC1 compressedDepth without its 12-byte header")
+        _, qa, qb = struct.unpack("<iff", data[:12])
+        q = png.astype(np.float32)
+        with np.errstate(divide="ignore"):
+            depth = np.where(q > 0, qa / (q - qb), 0.0)
+        return depth.astype(np.float32)
+    return png.astype(np.float32) / 1000.0
+
+
+def decode_depth(msg, msgtype: str, where: str = "depth") -> np.ndarray:
+    """An Image (16UC1/mono16 mm, 32FC1 m) / compressedDepth message as float32 metres
+    (H, W), 0 = invalid."""
+    if msgtype == COMPRESSED:
+        depth = _compressed_depth(msg, where)
+    else:
+        arr, enc = _image_array(msg, where)
+        if enc in ("16uc1", "mono16"):
+            depth = arr[:, :, 0].astype(np.float32) / 1000.0
+        elif enc == "32fc1":
+            depth = arr[:, :, 0].astype(np.float32)
+        else:
+            raise DataError(f"{where}: depth image has encoding {enc}; expected 16UC1 "
+                            "(millimetres) or 32FC1 (metres)")
+    bad = ~np.isfinite(depth) | (depth < 0)
+    return np.where(bad, np.float32(0), depth).astype(np.float32)
+
+
+def camera_from_info(msg, where: str = "CameraInfo") -> CameraIntrinsics:
+    """CameraInfo -> intrinsics (its k matrix at its width x height)."""
+    return CameraIntrinsics.from_k(np.asarray(msg.k), int(msg.width), int(msg.height), where)
+
+
+class RgbdBagWriter:
+    """Write an RGB-D recording: ``rgb_topic`` (rgb8 Image, or JPEG CompressedImage with
+    ``compressed``), ``depth_topic`` (16UC1 millimetres, registered to colour) and
+    ``info_topic`` (CameraInfo), one of each per frame, all with the same header stamp."""
+
+    def __init__(self, path: str | Path, rgb_topic: str = "/camera/color/image_raw",
+                 depth_topic: str = "/camera/depth/image_raw",
+                 info_topic: str = "/camera/color/camera_info", storage: str = "mcap",
+                 frame_id: str = "camera_color_optical_frame", compressed: bool = False) -> None:
+        from rosbags.rosbag2 import StoragePlugin, Writer
+
+        self._store = _typestore()
+        plugin = {"mcap": StoragePlugin.MCAP, "sqlite3": StoragePlugin.SQLITE3}[storage]
+        self._writer = Writer(Path(path), version=9, storage_plugin=plugin)
+        self._writer.open()
+        self.frame_id = frame_id
+        self.compressed = compressed
+        types = self._store.types
+        self._Image, self._Compressed = types[IMAGE], types[COMPRESSED]
+        self._Info, self._Header = types[CAMERA_INFO], types["std_msgs/msg/Header"]
+        self._Time, self._Roi = types["builtin_interfaces/msg/Time"], \
+            types["sensor_msgs/msg/RegionOfInterest"]
+        self._rgb = self._writer.add_connection(rgb_topic, COMPRESSED if compressed else IMAGE,
+                                                typestore=self._store)
+        self._depth = self._writer.add_connection(depth_topic, IMAGE, typestore=self._store)
+        self._info = self._writer.add_connection(info_topic, CAMERA_INFO, typestore=self._store)
+
+    def _header(self, stamp: int):
+        return self._Header(stamp=self._Time(sec=stamp // 1_000_000_000,
+                                             nanosec=stamp % 1_000_000_000),
+                            frame_id=self.frame_id)
+
+    def write(self, stamp: int, rgb: np.ndarray, depth_m: np.ndarray,
+              camera: CameraIntrinsics) -> None:
+        """Record one frame (colour, depth, CameraInfo) with the same stamp."""
+        self.write_rgb(stamp, rgb)
+        self.write_depth(stamp, depth_m)
+        self.write_info(stamp, camera)
+
+    def write_rgb(self, stamp: int, rgb: np.ndarray) -> None:
+        """Colour as rgb8 Image (or JPEG CompressedImage when ``compressed``)."""
+        h, w = rgb.shape[:2]
+        header = self._header(stamp)
+        if self.compressed:
+            buf = io.BytesIO()
+            Image.fromarray(rgb).save(buf, format="JPEG", quality=95)
+            msg = self._Compressed(header=header, format="rgb8; jpeg compressed rgb8",
+                                   data=np.frombuffer(buf.getvalue(), np.uint8))
+            self._writer.write(self._rgb, stamp, self._store.serialize_cdr(msg, COMPRESSED))
+            return
+        msg = self._Image(header=header, height=h, width=w, encoding="rgb8", is_bigendian=0,
+                          step=w * 3, data=np.ascontiguousarray(rgb, np.uint8).reshape(-1))
+        self._writer.write(self._rgb, stamp, self._store.serialize_cdr(msg, IMAGE))
+
+    def write_depth(self, stamp: int, depth_m: np.ndarray, encoding: str = "16UC1") -> None:
+        """Depth as 16UC1 millimetres (rounded; 0 = invalid) or 32FC1 metres."""
+        if encoding == "16UC1":
+            arr = np.clip(np.rint(np.nan_to_num(depth_m) * 1000.0), 0, 65535).astype("<u2")
+        elif encoding == "32FC1":
+            arr = np.asarray(depth_m, dtype="<f4")
+        else:
+            raise ValueError(f"depth encoding {encoding!r}: use 16UC1 or 32FC1")
+        h, w = arr.shape
+        msg = self._Image(header=self._header(stamp), height=h, width=w, encoding=encoding,
+                          is_bigendian=0, step=w * arr.itemsize,
+                          data=np.ascontiguousarray(arr).reshape(-1).view(np.uint8))
+        self._writer.write(self._depth, stamp, self._store.serialize_cdr(msg, IMAGE))
+
+    def write_info(self, stamp: int, camera: CameraIntrinsics) -> None:
+        """CameraInfo (plumb_bob, no distortion) of ``camera``."""
+        msg = self._Info(header=self._header(stamp), height=camera.height, width=camera.width,
+                         distortion_model="plumb_bob", d=np.zeros(5), k=np.array(camera.k),
+                         r=np.eye(3).reshape(-1),
+                         p=np.array([camera.fx, 0, camera.cx, 0, 0, camera.fy, camera.cy, 0,
+                                     0, 0, 1, 0], dtype=float),
+                         binning_x=0, binning_y=0,
+                         roi=self._Roi(x_offset=0, y_offset=0, height=0, width=0,
+                                       do_rectify=False))
+        self._writer.write(self._info, stamp, self._store.serialize_cdr(msg, CAMERA_INFO))
+
+    def close(self) -> None:
+        self._writer.close()
+
+    def __enter__(self) -> RgbdBagWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
