@@ -104,7 +104,9 @@ def markdown(rows: list[tuple[str, float]], train: float, args: argparse.Namespa
              f"`benchmarks/data_loader.py` on {platform.processor() or platform.machine()}, "
              f"{os.cpu_count()} CPU cores, {args.count} frames at {args.size[0]}x{args.size[1]}, "
              f"batch {args.batch_size}, default worker count = {workers} "
-             f"(`training.data.default_num_workers()`), training transform (random flip).", "",
+             f"(`training.data.default_num_workers()`), training transform (random flip); "
+             f"1-minute load average {os.getloadavg()[0]:.1f} when the table was written "
+             "(other work on the machine lowers both figures).", "",
              "| what | samples/s | vs training step |", "|---|---:|---:|"]
     for name, rate in rows:
         lines.append(f"| loader, {name} | {rate:.1f} | {rate / train:.1f}x |")

@@ -28,7 +28,7 @@ TRAIN_DEFAULTS: dict[str, Any] = {
     "weight_decay": 0.0,
     "optimizer": "adam",            # adam | adamw | sgd
     "weighting": "dwa",             # a training.weighting name
-    "weighting_options": {"temperature": 2.0},
+    "weighting_options": {},        # method options (DWA: temperature, default 2.0)
     "precision": "auto",            # auto -> 16-mixed on CUDA, 32-true on CPU
     "accelerator": "auto",
     "devices": 1,

@@ -79,6 +79,7 @@ def export_bundle(ckpt: str | os.PathLike[str], out: str | os.PathLike[str], *,
                   metrics: dict[str, Any] | None = None, exporter: str = "auto",
                   fp16: bool = True, overwrite: bool = False) -> Path:
     """Export the checkpoint ``ckpt`` (a ``model.safetensors`` or a folder holding one)."""
+    _check_destination(Path(out), overwrite)
     path = resolve_checkpoint_path(ckpt)
     metadata = read_checkpoint_metadata(path)
     model = load_model(path)
@@ -116,6 +117,7 @@ def export_model(model: nn.Module, out: str | os.PathLike[str], *,
     if any(t not in own for t in chosen):
         raise ExportError(f"--tasks {list(chosen)} asks for tasks the model lacks; the model "
                           f"has {list(own)}")
+    _check_destination(Path(out), overwrite)
     model = model.eval().float().cpu()
     names = _class_names(model, class_names) if SEGMENTATION in chosen else []
     out = Path(out)
@@ -135,6 +137,7 @@ def export_model(model: nn.Module, out: str | os.PathLike[str], *,
             meta = _meta(model, config, chosen, (height, width), names, tmp, used, parity,
                          metrics, provenance or {})
             atomic_write_json(tmp / META_FILE, meta)
+            _publishable(tmp)
     except FileExistsError as exc:
         raise ExportError(f"{out} already exists; pass --overwrite or choose another --out") \
             from exc
@@ -142,6 +145,19 @@ def export_model(model: nn.Module, out: str | os.PathLike[str], *,
               ", ".join(chosen), out,
               parity["fp32"].get("segmentation_agreement", "n/a"))
     return out
+
+
+def _check_destination(out: Path, overwrite: bool) -> None:
+    if out.exists() and not overwrite:
+        raise ExportError(f"{out} already exists; pass --overwrite or choose another --out")
+
+
+def _publishable(folder: Path) -> None:
+    """World-readable bundle (temp files are created private): the node may run as another
+    user than the one who exported."""
+    for file in folder.iterdir():
+        file.chmod(0o644)
+    folder.chmod(0o755)
 
 
 def _check_size(size: tuple[int, int]) -> tuple[int, int]:

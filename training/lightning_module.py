@@ -106,7 +106,7 @@ class MultiTaskModule(pl.LightningModule):
                 means[task] = float(stats[0] / stats[1])
         self.weighting.epoch_end(means)
         for task, w in self.weighting.weights().items():
-            self.log(f"weight/{task}", float(w), sync_dist=False)
+            self.log(f"weight/{task}", float(w), sync_dist=True)
         self._epoch_sums.clear()
         self._epoch_counts.clear()
 

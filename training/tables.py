@@ -38,10 +38,10 @@ class TableRow:
 
 def table_columns(rows: Sequence[TableRow],
                   keys: Mapping[str, Sequence[str]] | None = None) -> list[tuple[str, str]]:
-    """(task, metric) columns for every task any row has, in canonical order."""
+    """(task, metric) columns that any row has a value for, in canonical order."""
     keys = keys or METRIC_KEYS
-    tasks = [t for t in TASKS if any(t in r.metrics for r in rows)]
-    return [(t, m) for t in tasks for m in keys[t]]
+    return [(t, m) for t in TASKS for m in keys[t]
+            if any(m in r.metrics.get(t, {}) for r in rows)]
 
 
 def row_delta_m(row: TableRow, baseline: Mapping[str, Mapping[str, float]] | None) -> float | None:
@@ -61,7 +61,8 @@ def _fmt(value: Any, digits: int) -> str:
     value = float(value)
     if math.isnan(value):
         return "n/a"
-    return f"{value:.{digits}f}"
+    text = f"{value:.{digits}f}"
+    return text[1:] if text.startswith("-") and float(text) == 0 else text  # no "-0.00"
 
 
 def _header(columns: Sequence[tuple[str, str]]) -> list[str]:

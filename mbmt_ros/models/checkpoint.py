@@ -55,7 +55,7 @@ def save_model(path: str | os.PathLike[str], model: nn.Module,
                   "model_config": json.dumps(config, sort_keys=True),
                   "metadata": json.dumps(metadata or {}, sort_keys=True)}
     except (TypeError, ValueError) as exc:
-        raise CheckpointError(f"checkpoint metadata for {path} is not JSON-serialisable: {exc}"
+        raise CheckpointError(f"model config or metadata for {path} is not JSON-serialisable: {exc}"
                               ) from exc
     tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()}
     path = Path(path)

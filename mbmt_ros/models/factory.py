@@ -12,6 +12,7 @@ Keys common to every architecture (see ``docs/models.md``): ``arch``, ``tasks``,
 from __future__ import annotations
 
 import copy
+import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -77,6 +78,17 @@ def _positive_int(cfg: dict[str, Any], key: str) -> None:
         raise ModelConfigError(f"model.{key} must be an integer >= 1, got {value!r}")
 
 
+def _plain(value: Any) -> Any:
+    """A JSON-friendly deep copy: paths become strings, tuples lists."""
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, Mapping):
+        return {k: _plain(v) for k, v in value.items()}
+    return copy.deepcopy(value)
+
+
 def resolve_model_config(cfg: Mapping[str, Any]) -> dict[str, Any]:
     """Defaults merged, unknown keys rejected, common values validated; returns a new dict."""
     _ensure_registered()
@@ -94,7 +106,7 @@ def resolve_model_config(cfg: Mapping[str, Any]) -> dict[str, Any]:
             f"unknown key(s) {unknown} in the {arch!r} model config; allowed keys: "
             f"{sorted(allowed)} (see docs/models.md)")
     resolved = {"arch": arch, **copy.deepcopy(COMMON_DEFAULTS),
-                **copy.deepcopy(entry.defaults), **copy.deepcopy(dict(cfg))}
+                **copy.deepcopy(entry.defaults), **{k: _plain(v) for k, v in cfg.items()}}
     try:
         resolved["tasks"] = list(validate_tasks(resolved["tasks"]))
     except ValueError as exc:

@@ -5,7 +5,7 @@ Every architecture of :mod:`mbmt_ros.models.architectures` (ST, MT, MBMT, teache
 """
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -73,8 +73,3 @@ class DenseMultiTaskNet(nn.Module):
 
     def backbone_names(self) -> list[str]:
         return [b.name for b in self.encoder.backbones]
-
-    def describe(self) -> Mapping[str, Any]:
-        """Short description used in logs and summaries."""
-        return {"arch": self.config.get("arch"), "tasks": list(self.tasks),
-                "backbones": self.backbone_names(), "num_classes": self.num_classes}

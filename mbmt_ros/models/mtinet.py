@@ -29,7 +29,7 @@ paper trains them with the same losses and weights as the final predictions;
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -57,6 +57,7 @@ from .two_way_fpn import TwoWayFPN
 __all__ = [
     "EDGES", "AUX_TASKS", "NECKS", "MTINetDecoder", "MTINet", "mtinet", "mti_teacher",
     "semantic_edges", "edge_loss", "finalize_prediction", "create_mti_backbone", "check_inputs",
+    "deep_supervision_losses",
 ]
 
 #: The auxiliary semantic-edge task (front-end only; targets derived from segmentation).
@@ -114,9 +115,14 @@ class MTINetDecoder(nn.Module):
             t: FeatureAggregation(task_channels, aggregation_channels,
                                   _out_channels(t, num_classes)) for t in self.tasks})
 
-    def forward(self, features: Sequence[torch.Tensor], size: Sequence[int]
+    def forward(self, features: Sequence[torch.Tensor], size: Sequence[int],
+                with_aux: bool = True
                 ) -> tuple[dict[str, torch.Tensor], list[dict[str, torch.Tensor]]]:
-        """``(final outputs, per-scale initial predictions)``, all resized to ``size``."""
+        """``(final outputs, per-scale initial predictions)``, all resized to ``size``.
+
+        Without ``with_aux`` the initial predictions (needed only for deep supervision) are
+        not computed and the list holds empty dicts.
+        """
         scales = len(features)
         aux: list[dict[str, torch.Tensor]] = [{} for _ in range(scales)]
         distilled: list[dict[str, torch.Tensor]] = [{} for _ in range(scales)]
@@ -127,8 +133,10 @@ class MTINetDecoder(nn.Module):
                 x = features[s]
                 if propagated is not None:
                     x = torch.cat([x, propagated[t]], dim=1)
-                task_features[t], initial = self.heads[s][t](x)
-                aux[s][t] = finalize_prediction(t, initial, size)
+                head = self.heads[s][t]
+                task_features[t] = head.features(x)
+                if with_aux:
+                    aux[s][t] = finalize_prediction(t, head.predict(task_features[t]), size)
             distilled[s] = self.distill[s](task_features)
             if self.use_fpm and s > 0:
                 propagated = self.propagate[s - 1](task_features, features[s - 1].shape[-2:])
@@ -177,7 +185,7 @@ class MTINet(nn.Module):
                 return_aux: bool = False):
         inputs = check_inputs(image, extra, self.extra_channels)
         size = (int(image.shape[-2]), int(image.shape[-1]))
-        outputs, aux = self.decoder(self.neck(self.encoder(*inputs)), size)
+        outputs, aux = self.decoder(self.neck(self.encoder(*inputs)), size, with_aux=return_aux)
         return (outputs, aux) if return_aux else outputs
 
     def backbone_names(self) -> list[str]:
@@ -239,6 +247,43 @@ def edge_loss(logits: torch.Tensor, segmentation: torch.Tensor,
     weight = torch.where(target > 0.5, pos_weight, 1.0 - pos_weight) * valid
     loss = F.binary_cross_entropy_with_logits(logits, target, weight=weight, reduction="sum")
     return loss / valid.sum()
+
+
+def deep_supervision_losses(
+    aux: Sequence[Mapping[str, torch.Tensor]], batch: Mapping[str, Any],
+    loss_tasks: Iterable[str], aux_tasks: Iterable[str],
+    compute_losses: Callable[..., dict[str, torch.Tensor]],
+) -> tuple[dict[str, torch.Tensor], torch.Tensor | None]:
+    """Losses of MTI-Net's initial predictions (``aux`` of ``forward(..., return_aux=True)``).
+
+    Returns ``(per_task, auxiliary)``: ``per_task`` sums each of ``loss_tasks`` over the
+    scales (add it to that task's final loss, so the loss weighting treats both alike, as the
+    paper does); ``auxiliary`` is the unweighted sum over scales of the front-end-only tasks
+    (``edges`` with :func:`edge_loss`, others with ``compute_losses``), or ``None``.
+    ``compute_losses(outputs, batch, tasks)`` is the trainer's per-task loss function
+    (``training.losses.compute_losses``); tasks without labelled pixels are skipped.
+    """
+    loss_tasks, aux_tasks = list(loss_tasks), list(aux_tasks)
+    per_task: dict[str, torch.Tensor] = {}
+    extra: list[torch.Tensor] = []
+    for scale in aux:
+        for task, value in compute_losses(scale, batch, loss_tasks).items():
+            per_task[task] = per_task[task] + value if task in per_task else value
+        for task in aux_tasks:
+            if task == EDGES:
+                seg = batch.get(SEGMENTATION)
+                if seg is None:
+                    continue
+                flags = batch.get(f"has_{SEGMENTATION}")
+                labelled = None if flags is None else torch.as_tensor(
+                    flags, device=scale[EDGES].device).reshape(-1).bool()
+                value = edge_loss(scale[EDGES], torch.as_tensor(seg, device=scale[EDGES].device),
+                                  labelled)
+            else:
+                value = compute_losses(scale, batch, [task]).get(task)
+            if value is not None:
+                extra.append(value)
+    return per_task, (torch.stack(extra).sum() if extra else None)
 
 
 # ---------------------------------------------------------------- config -> model

@@ -8,7 +8,7 @@ Layout for base width ``b`` (64 in the paper)::
     bottleneck: two conv layers (16b) + 2x2 transposed conv (16b, back to 1/8 resolution)
     decoder per task: 4 attention blocks (8b, 4b, 2b, b); block j sees the upsampled output
         of block j-1 and encoder block (5 - j)'s skip; blocks 1-3 end in a 2x2 transposed
-        conv. Cross-task skips: block 3 of every task also sees the (upsampled) block-2
+        conv that halves the channels (as in U-Net). Cross-task skips: block 3 of every task also sees the (upsampled) block-2
         output of every other task (the paper's "block 2 of task 1 -> block 3 of task 2 and
         vice versa", generalised to any number of tasks).
     head per task: 1x1 conv to the task's channels.
@@ -71,13 +71,13 @@ class MTUNet(nn.Module):
         for task in self.tasks:
             decoder, up_ch = nn.ModuleList(), latent
             for j in range(_BLOCKS):  # 0-based; paper block = j + 1
-                skip_ch = widths[_BLOCKS - 1 - j]
+                width = widths[_BLOCKS - 1 - j]
                 cross_ch = 0
                 if self.cross_talk and j + 1 == CROSS_TO:
-                    cross_ch = (len(self.tasks) - 1) * widths[_BLOCKS - CROSS_FROM]
-                decoder.append(AttentionDecoderBlock(up_ch + skip_ch + cross_ch, skip_ch,
-                                                     upsample=j < _BLOCKS - 1))
-                up_ch = skip_ch
+                    cross_ch = (len(self.tasks) - 1) * up_ch
+                next_ch = widths[_BLOCKS - 2 - j] if j < _BLOCKS - 1 else 0
+                decoder.append(AttentionDecoderBlock(up_ch + width + cross_ch, width, next_ch))
+                up_ch = next_ch
             self.decoders[task] = decoder
         self.heads = nn.ModuleDict({
             t: nn.Conv2d(widths[0], task_output_channels(t, self.num_classes), 1)

@@ -10,7 +10,7 @@
 - :class:`AttentionDecoderBlock` - two conv layers on ``[upsampled previous block, encoder
   skip, cross-task features]``; the attention mask computed from the first layer's output
   multiplies the second layer's output; an optional 2x2 transposed convolution upsamples
-  the result for the next block.
+  the result (halving the channels, as in U-Net) for the next block.
 
 Only convolutions, transposed convolutions (stride 2), batch norm, ReLU, sigmoid, max
 pooling and concatenation: all TensorRT-supported.
@@ -90,16 +90,17 @@ class AttentionDecoderBlock(nn.Module):
 
     ``forward(inputs) -> (features, upsampled)``: ``inputs`` are concatenated along channels
     (their channels must sum to ``in_channels``); ``features`` = ``mask(layer1) * layer2``;
-    ``upsampled`` is ``features`` through a 2x2 stride-2 transposed conv (``None`` without
-    ``upsample``).
+    ``upsampled`` is ``features`` through a 2x2 stride-2 transposed conv to ``up_channels``
+    (default ``channels``; U-Net halves them) - ``None`` when ``up_channels`` is 0.
     """
 
-    def __init__(self, in_channels: int, channels: int, upsample: bool = True) -> None:
+    def __init__(self, in_channels: int, channels: int, up_channels: int | None = None) -> None:
         super().__init__()
+        up_channels = channels if up_channels is None else up_channels
         self.layer1 = conv_relu_bn(in_channels, channels)
         self.layer2 = conv_relu_bn(channels, channels)
         self.attention = SoftAttention(channels)
-        self.up = nn.ConvTranspose2d(channels, channels, 2, stride=2) if upsample else None
+        self.up = nn.ConvTranspose2d(channels, up_channels, 2, stride=2) if up_channels else None
 
     def forward(self, inputs: Sequence[torch.Tensor]
                 ) -> tuple[torch.Tensor, torch.Tensor | None]:

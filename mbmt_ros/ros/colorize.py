@@ -56,12 +56,15 @@ def colorize_segmentation(labels: np.ndarray, lut: np.ndarray, image: np.ndarray
     """``(H, W)`` uint8 class ids -> ``(H, W, 3)`` uint8 colours; with ``image`` (RGB, same
     size) and ``alpha < 1`` the colours are blended over the image with opacity ``alpha``.
     Pixels without a prediction (255) show the image unchanged."""
-    colours = lut[labels]
     if image is None or alpha >= 1.0:
-        return colours
+        return np.take(lut, labels, axis=0)
     image = np.asarray(image, dtype=np.uint8)
-    blend = image.astype(np.float32) * (1.0 - alpha) + colours.astype(np.float32) * alpha
-    out = np.rint(blend).astype(np.uint8)
+    weight = int(round(alpha * 256))  # 8-bit fixed point: integer maths beats float here
+    blend = np.take((lut.astype(np.uint16) * weight), labels, axis=0)
+    blend += image.astype(np.uint16) * np.uint16(256 - weight)
+    blend += 128
+    blend >>= 8
+    out = blend.astype(np.uint8)
     missing = labels == NO_PREDICTION
     if missing.any():
         out[missing] = image[missing]
@@ -71,8 +74,11 @@ def colorize_segmentation(labels: np.ndarray, lut: np.ndarray, image: np.ndarray
 def colorize_normals(normals: np.ndarray) -> np.ndarray:
     """Unit normals ``(H, W, 3)`` -> RGB ``(n + 1) / 2 * 255`` (the usual normal-map colours);
     invalid (non-finite) normals are black."""
-    n = np.nan_to_num(np.asarray(normals, dtype=np.float32), nan=-1.0, posinf=-1.0, neginf=-1.0)
-    return np.clip(np.rint((n + 1.0) * 127.5), 0, 255).astype(np.uint8)
+    n = np.fmax(np.asarray(normals, dtype=np.float32), np.float32(-1.0))  # NaN -> -1
+    np.minimum(n, np.float32(1.0), out=n)
+    n *= 127.5
+    n += 128.0  # + 127.5 to map [-1, 1] to [0, 255], + 0.5 to round on truncation
+    return n.astype(np.uint8)
 
 
 def colorize_depth(depth: np.ndarray, max_depth: float) -> np.ndarray:

@@ -25,6 +25,7 @@ class StatsReport:
     output_rate_hz: float
     latency_median_ms: float
     latency_max_ms: float
+    inference_median_ms: float
     received: int
     processed: int
     dropped: int
@@ -52,6 +53,7 @@ class FrameStats:
     _period_rejected: int = 0
     _period_errors: int = 0
     _latencies: list[float] = field(default_factory=list)
+    _inference: list[float] = field(default_factory=list)
 
     def on_received(self, dropped_older: bool) -> None:
         """A frame arrived; ``dropped_older`` when it replaced one never processed."""
@@ -73,11 +75,15 @@ class FrameStats:
             self._period_errors += 1
             self.last_error = reason
 
-    def on_processed(self, latency_s: float) -> None:
+    def on_processed(self, latency_s: float, inference_s: float = float("nan")) -> None:
+        """A frame's outputs are published: ``latency_s`` from its stamp, ``inference_s`` of
+        it in the backend (the rest is the node's own overhead)."""
         with self._lock:
             self.processed += 1
             self._period_processed += 1
             self._latencies.append(latency_s)
+            if inference_s == inference_s:
+                self._inference.append(inference_s)
 
     def report(self, now: float | None = None) -> StatsReport:
         """Figures since the previous call; starts a new period."""
@@ -90,6 +96,8 @@ class FrameStats:
                 output_rate_hz=self._period_processed / period,
                 latency_median_ms=1e3 * statistics.median(lat) if lat else float("nan"),
                 latency_max_ms=1e3 * max(lat) if lat else float("nan"),
+                inference_median_ms=(1e3 * statistics.median(self._inference) if self._inference
+                                     else float("nan")),
                 received=self.received, processed=self.processed, dropped=self.dropped,
                 rejected=self.rejected, errors=self.errors,
                 rejected_in_period=self._period_rejected, errors_in_period=self._period_errors,
@@ -97,7 +105,7 @@ class FrameStats:
             self._period_start = now
             self._period_received = self._period_processed = 0
             self._period_rejected = self._period_errors = 0
-            self._latencies = []
+            self._latencies, self._inference = [], []
         return rep
 
     @staticmethod
@@ -118,6 +126,7 @@ class FrameStats:
             "output_rate_hz": f"{report.output_rate_hz:.2f}",
             "latency_median_ms": f"{report.latency_median_ms:.2f}",
             "latency_max_ms": f"{report.latency_max_ms:.2f}",
+            "inference_median_ms": f"{report.inference_median_ms:.2f}",
             "received_frames": str(report.received),
             "processed_frames": str(report.processed),
             "dropped_frames": str(report.dropped),

@@ -17,6 +17,7 @@ diagnostics are documented in ``docs/node.md``.
 """
 from __future__ import annotations
 
+import logging
 import sys
 import time
 from collections.abc import Callable
@@ -58,6 +59,27 @@ class _Frame:
     received_ns: int
 
 
+class _RosLogHandler(logging.Handler):
+    """Forwards the runtime's Python log records (engine build / cache hit, backend choice)
+    to the node's ROS logger, so they reach the console and /rosout."""
+
+    def __init__(self, ros_logger: Any) -> None:
+        super().__init__(logging.INFO)
+        self._ros_logger = ros_logger
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            text = f"[{record.name}] {self.format(record)}"
+            if record.levelno >= logging.ERROR:
+                self._ros_logger.error(text)
+            elif record.levelno >= logging.WARNING:
+                self._ros_logger.warning(text)
+            else:
+                self._ros_logger.info(text)
+        except Exception:  # logging must never break inference
+            self.handleError(record)
+
+
 def _default_factory(bundle: str, backend: str, precision: str, device: str) -> Any:
     from mbmt_ros.runtime import open_predictor  # imported on configure, not at start-up
 
@@ -71,6 +93,11 @@ class PerceptionNode(LifecycleNode):
                  predictor_factory: PredictorFactory | None = None, **kwargs: Any) -> None:
         super().__init__(node_name, **kwargs)
         self._factory = predictor_factory or _default_factory
+        self._log_handler = _RosLogHandler(self.get_logger())
+        runtime_log = logging.getLogger("mbmt_ros.runtime")
+        runtime_log.addHandler(self._log_handler)
+        if runtime_log.getEffectiveLevel() > logging.INFO:
+            runtime_log.setLevel(logging.INFO)
         for spec in PARAMETERS:
             self.declare_parameter(spec.name, spec.default, ParameterDescriptor(
                 description=spec.description, dynamic_typing=True,
@@ -155,6 +182,7 @@ class PerceptionNode(LifecycleNode):
     def destroy_node(self) -> None:
         self._stop_io()
         self._close_backend()
+        logging.getLogger("mbmt_ros.runtime").removeHandler(self._log_handler)
         super().destroy_node()
 
     def autostart(self) -> bool:
@@ -267,7 +295,9 @@ class PerceptionNode(LifecycleNode):
         wanted = {t for t, pub in publishers.items() if pub.get_subscription_count() > 0}
         if not wanted or self.predictor is None or self._options is None:
             return
+        started = time.perf_counter()
         prediction = self.predictor.predict(rgb)
+        inference_s = time.perf_counter() - started
         intrinsics = None
         if POINTS in wanted:
             intrinsics = self._intrinsics()
@@ -276,7 +306,7 @@ class PerceptionNode(LifecycleNode):
             publishers[topic].publish(out)
         now_ns = self.get_clock().now().nanoseconds
         stamp_ns = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
-        self.stats.on_processed((now_ns - (stamp_ns or frame.received_ns)) / 1e9)
+        self.stats.on_processed((now_ns - (stamp_ns or frame.received_ns)) / 1e9, inference_s)
 
     def _intrinsics(self) -> Any:
         info = self._camera_info

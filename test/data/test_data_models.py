@@ -39,3 +39,13 @@ def test_loader_batch_feeds_build_model(synth_dataset: Path) -> None:
     loss = seg_loss + depth_loss
     loss.backward()
     assert torch.isfinite(loss)
+
+
+def test_make_loader_is_seeded(synth_dataset: Path) -> None:
+    from training.data import default_num_workers, make_loader
+
+    ds = MultiTaskDataset(synth_dataset, "train")
+    order = [[int(i) for b in make_loader(ds, 4, shuffle=True, seed=s, num_workers=0)
+              for i in b["index"]] for s in (1, 1, 2)]
+    assert order[0] == order[1] != order[2] and sorted(order[0]) == ds.indices
+    assert 0 <= default_num_workers() <= 4

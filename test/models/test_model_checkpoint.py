@@ -64,9 +64,11 @@ def test_mbmt_assembly_takes_st_backbones(tmp_path: Path) -> None:
         st = build_model(tiny("st", tasks=[task]))
         _perturb_bn(st)
         sts.append(st)
-        paths.append(str(save_model(tmp_path / f"{task}.safetensors", st)))
+        paths.append(save_model(tmp_path / f"{task}.safetensors", st))  # Path objects
     mbmt = build_model(tiny("mbmt", backbones=["test_efficientnet"] * 2, backbone_checkpoints=paths,
                             freeze_backbones=True))
+    assert mbmt.config["backbone_checkpoints"] == [str(p) for p in paths]  # JSON-friendly
+    save_model(tmp_path / "mbmt.safetensors", mbmt)
     for st, backbone in zip(sts, mbmt.encoder.backbones, strict=True):
         torch.testing.assert_close(backbone.state_dict(), st.encoder.backbones[0].state_dict())
         assert not any(p.requires_grad for p in backbone.parameters())
@@ -98,6 +100,12 @@ def test_wrong_architecture(tmp_path: Path) -> None:
         load_backbone_weights(create_backbone("test_convnext"), path, index=0)
 
 
+def test_training_reexports_the_same_error() -> None:
+    import training.errors
+
+    assert training.errors.CheckpointError is CheckpointError
+
+
 def test_corrupt_and_foreign_files(tmp_path: Path) -> None:
     from safetensors.torch import save_file
 
@@ -116,3 +124,17 @@ def test_corrupt_and_foreign_files(tmp_path: Path) -> None:
         load_model(foreign)
     with pytest.raises(CheckpointError, match="does not exist"):
         load_model(tmp_path / "missing.safetensors")
+
+
+@pytest.mark.gpu
+def test_cuda_round_trip(tmp_path: Path) -> None:
+    model = build_model(tiny("mbmt", backbones=["test_efficientnet"] * 2,
+                             freeze_backbones=True)).cuda().eval()
+    path = save_model(tmp_path / "m.safetensors", model)
+    loaded = load_model(path, map_location="cuda")
+    image = torch.randn(1, 3, 60, 84, device="cuda")
+    with torch.no_grad():
+        a, b = model(image), loaded(image)
+    assert all(t.is_cuda and t.shape[-2:] == (60, 84) for t in b.values())
+    for task in model.tasks:
+        torch.testing.assert_close(a[task], b[task])

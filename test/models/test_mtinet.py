@@ -17,6 +17,7 @@ from mbmt_ros.models.mtinet import (
     EDGES,
     MTINetDecoder,
     create_mti_backbone,
+    deep_supervision_losses,
     edge_loss,
     semantic_edges,
 )
@@ -275,6 +276,43 @@ def test_edge_loss_is_weighted_bce_over_valid_pixels() -> None:
     assert edge_loss(logits, seg, labelled=torch.tensor([False])) is None
 
 
+def _batch(n: int = 2, has_segmentation: bool = True) -> dict:
+    torch.manual_seed(1)
+    return {"image": torch.randn(n, 3, 32, 48),
+            "segmentation": torch.randint(-1, 5, (n, 32, 48)),
+            "depth": torch.rand(n, 1, 32, 48) * 4,
+            "normals": torch.nn.functional.normalize(torch.randn(n, 3, 32, 48), dim=1),
+            "has_segmentation": torch.full((n,), has_segmentation),
+            "has_depth": torch.ones(n, dtype=torch.bool),
+            "has_normals": torch.ones(n, dtype=torch.bool)}
+
+
+def test_deep_supervision_losses_sum_the_scales() -> None:
+    from training.losses import compute_losses, normals_loss
+
+    model = build_model(tiny_mti(tasks=["segmentation", "depth"], aux_tasks=["normals", "edges"]))
+    batch = _batch()
+    _, aux = model(batch["image"], return_aux=True)
+    per_task, extra = deep_supervision_losses(aux, batch, model.tasks, model.aux_tasks,
+                                              compute_losses)
+    assert set(per_task) == {"segmentation", "depth"}
+    for task in per_task:
+        by_hand = sum(compute_losses(s, batch, [task])[task] for s in aux)
+        assert torch.allclose(per_task[task], by_hand)
+    by_hand = sum(normals_loss(s["normals"], batch["normals"])
+                  + edge_loss(s[EDGES], batch["segmentation"]) for s in aux)
+    assert torch.allclose(extra, by_hand)
+    (sum(per_task.values()) + extra).backward()
+    assert model.decoder.heads[0][EDGES].predict.weight.grad is not None
+    # without segmentation labels: no segmentation or edge terms
+    unlabelled = _batch(has_segmentation=False)
+    per_task, extra = deep_supervision_losses(aux, unlabelled, model.tasks, model.aux_tasks,
+                                              compute_losses)
+    assert set(per_task) == {"depth"}
+    assert torch.allclose(extra, sum(normals_loss(s["normals"], unlabelled["normals"])
+                                     for s in aux))
+
+
 # ------------------------------------------------------------------------------ export
 
 def test_onnx_export_parity(tmp_path: Path) -> None:
@@ -330,3 +368,23 @@ def test_published_teacher_config_builds_hrnet_w18() -> None:
     with torch.no_grad():
         out = model(torch.randn(1, 3, 64, 64), torch.rand(1, 1, 64, 64))
     assert out["segmentation"].shape == (1, model.num_classes, 64, 64)
+
+
+@pytest.mark.parametrize("name", ["nyuv2_mtinet", "nyuv2_mtunet", "nyuv2_imbalanced_mti_teacher"])
+def test_shipped_pipeline_configs_are_valid(name: str) -> None:
+    """Each config parses; its shared model and every stage's own architecture resolve; every
+    training stage's weighting can be built."""
+    from mbmt_ros.models import resolve_model_config
+    from training.config import load_config
+    from training.weighting import make_weighting
+
+    cfg = load_config(REPO / "config" / "train" / f"{name}.yaml")
+    assert resolve_model_config(cfg.model)["arch"] in ("mtinet", "mtunet", "mti_teacher")
+    common = {k: cfg.model[k] for k in ("tasks", "num_classes") if k in cfg.model}
+    for spec in cfg.stages:
+        if spec.model.get("arch") in ("mtinet", "mtunet", "mti_teacher"):
+            own = cfg.model if spec.model["arch"] == cfg.model["arch"] else common
+            resolve_model_config({**own, **spec.model})
+        if spec.trains:
+            make_weighting(spec.train["weighting"], ["segmentation", "depth"],
+                           **spec.train["weighting_options"])

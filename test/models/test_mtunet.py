@@ -68,8 +68,9 @@ def test_attention_decoder_block_multiplies_the_mask() -> None:
     assert up.shape == (2, 4, 12, 14)
     (features.sum() + up.sum()).backward()
     assert not _unreached(block)
-    last = AttentionDecoderBlock(6, 4, upsample=False)
+    last = AttentionDecoderBlock(6, 4, up_channels=0)
     assert last([a, b])[1] is None and last.up is None
+    assert AttentionDecoderBlock(6, 4, up_channels=2)([a, b])[1].shape == (2, 2, 12, 14)
 
 
 # ------------------------------------------------------------------------------ model
@@ -121,9 +122,11 @@ def test_without_cross_talk_the_decoders_are_independent() -> None:
 def test_three_tasks_see_both_other_decoders() -> None:
     model = build_model(tiny_unet())
     b = 4
-    # block 3 input: upsampled block 2 (4b) + encoder skip (2b) + two other tasks' block 2 (2 x 4b)
-    assert model.decoders["depth"][2].layer1[0].in_channels == 4 * b + 2 * b + 2 * 4 * b
-    assert model.decoders["depth"][1].layer1[0].in_channels == 8 * b + 4 * b
+    # block 3 input: upsampled block 2 (2b) + encoder skip (2b) + two other tasks' block 2 (2 x 2b)
+    assert model.decoders["depth"][2].layer1[0].in_channels == 2 * b + 2 * b + 2 * 2 * b
+    # block 2: upsampled block 1 (4b) + encoder skip (4b); block 1: bottleneck (16b) + skip (8b)
+    assert model.decoders["depth"][1].layer1[0].in_channels == 4 * b + 4 * b
+    assert model.decoders["depth"][0].layer1[0].in_channels == 16 * b + 8 * b
     single = build_model(tiny_unet(tasks=["depth"]))
     assert not single.cross_talk
 

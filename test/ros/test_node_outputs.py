@@ -60,8 +60,9 @@ def test_load_palette(tmp_path) -> None:
 
 
 def test_normals_and_depth_colours() -> None:
-    n = np.array([[[1, 0, 0], [0, 0, -1]]], np.float32)
-    np.testing.assert_array_equal(colorize_normals(n), [[[255, 128, 128], [128, 128, 0]]])
+    n = np.array([[[1, 0, 0], [0, 0, -1], [np.nan] * 3, [2, -np.inf, 0.5]]], np.float32)
+    np.testing.assert_array_equal(colorize_normals(n), [[[255, 128, 128], [128, 128, 0], [0, 0, 0],
+                                                         [255, 0, 191]]])
     d = colorize_depth(np.array([[0.5, 9.0, 0.0, np.nan]], np.float32), max_depth=10)
     assert d[0, 0].sum() > d[0, 1].sum()  # near is brighter than far
     np.testing.assert_array_equal(d[0, 2:], 0)

@@ -62,13 +62,14 @@ def test_frame_stats_report_and_status() -> None:
     stats._period_start = start
     for dropped in (False, True, True):
         stats.on_received(dropped)
-    stats.on_processed(0.010)
-    stats.on_processed(0.030)
-    stats.on_processed(0.020)
+    stats.on_processed(0.010, 0.004)
+    stats.on_processed(0.030, 0.006)
+    stats.on_processed(0.020, 0.008)
     stats.on_rejected("wrong step")
     rep = stats.report(now=start + 2.0)
     assert rep.input_rate_hz == pytest.approx(1.5) and rep.output_rate_hz == pytest.approx(1.5)
     assert rep.latency_median_ms == pytest.approx(20.0) and rep.latency_max_ms == pytest.approx(30.0)
+    assert rep.inference_median_ms == pytest.approx(6.0)
     assert (rep.dropped, rep.rejected, rep.rejected_in_period) == (2, 1, 1)
     status = FrameStats.to_status(rep, "perception", "node", {"backend": "onnxruntime"})
     values = {kv.key: kv.value for kv in status.values}

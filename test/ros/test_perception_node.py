@@ -189,7 +189,8 @@ def test_60hz_camera_with_slow_backend_processes_newest_and_counts_drops(harness
     assert 15 <= len(stamps) <= 50, len(stamps)  # ~10 Hz backend for 4 s
     assert max(stamps) >= 1000 + 230  # the newest frames, not a backlog
     assert stats.dropped >= 150 and stats.received >= 200
-    assert stats.processed == len(stamps)
+    # keep-last-1 reliable output: a heavily loaded machine may replace one before delivery
+    assert stats.processed - 2 <= len(stamps) <= stats.processed
     assert rss[1] - rss[0] < 30, f"memory grew from {rss[0]:.0f} to {rss[1]:.0f} MB"
     values = wait_for(lambda: int(_diag_values(diagnostics).get("dropped_frames", 0)) >= 150
                       and _diag_values(diagnostics), timeout=3)
@@ -317,7 +318,7 @@ def test_console_script_autostarts_and_stops_on_sigint(tiny_bundle):
 
     proc = subprocess.Popen(
         [str(VENV_BIN / "perception_node"), "--ros-args", "-r", "__node:=cam_perception",
-         "--params-file", str(REPO / "config" / "perception.yaml"), "-p", f"bundle:={tiny_bundle}", "-p", "backend:=onnxruntime", "-p", "precision:=fp32",
+         "--params-file", str(REPO / "config" / "perception.yaml"), "-p", f"bundle:={tiny_bundle}", "-p", "backend:=auto", "-p", "precision:=fp32",
          "-p", "device:=cpu", "-r", "image:=/camera/image_raw"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     context = Context()
@@ -340,7 +341,8 @@ def test_console_script_autostarts_and_stops_on_sigint(tiny_bundle):
         proc.send_signal(signal.SIGINT)
         out = proc.communicate(timeout=20)[0]
     assert proc.returncode == 0, out
-    assert "opened bundle" in out and "backend onnxruntime" in out
+    assert "opened bundle" in out and "backend onnxruntime" in out  # auto on a CPU machine
+    assert "[mbmt_ros.runtime" in out  # the runtime's own log reaches the ROS logger
 
 
 def test_console_script_exits_1_with_the_reason_for_a_bad_bundle(tmp_path):

@@ -56,7 +56,7 @@ def test_filename_is_readable() -> None:
     (lambda d: d[: len(d) - 10], "truncated"),
     (lambda d: d[:-1] + bytes([d[-1] ^ 0xFF]), "checksum"),
     (lambda d: b"XXXXXXXX" + d[8:], "magic"),
-    (lambda d: d[:12] + b"{" + d[13:], "header is corrupt"),
+    (lambda d: d[:12] + b"}" + d[13:], "header is corrupt"),
     (lambda d: b"", "magic"),
 ])
 def test_corrupt_engines_are_detected(damage, match) -> None:

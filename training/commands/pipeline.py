@@ -15,7 +15,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--only", nargs="+", default=None, metavar="STAGE",
                         help="run only these stages (their inputs must be done)")
     parser.add_argument("--force", nargs="+", default=[], metavar="STAGE",
-                        help="re-run these stages even if done")
+                        help="delete these stages' folders and run them afresh")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -72,7 +72,10 @@ def _barrier() -> None:
 
 
 def run_stage(config: PipelineConfig, run: RunDir, name: str, force: bool = False) -> dict[str, Any]:
-    """Run stage ``name`` unless finished (``force`` re-runs it, resuming its checkpoints)."""
+    """Run stage ``name`` unless finished; ``force`` deletes its folder and runs it afresh.
+
+    An unfinished stage (no ``done.json``) resumes from its ``checkpoints/last.ckpt``.
+    """
     spec = config.stage(name)
     ctx = StageContext(config, run, spec)
     if run.is_done(name) and not force:
@@ -90,8 +93,12 @@ def run_stage(config: PipelineConfig, run: RunDir, name: str, force: bool = Fals
         import torch
 
         torch.set_num_threads(int(spec.train["num_threads"]))
-    if force:
-        run.clear_done(name)
+    if force and is_rank_zero():
+        # start the stage afresh: its old weights, checkpoints and per-net markers go
+        import shutil
+
+        shutil.rmtree(run.root / name, ignore_errors=True)
+    _barrier()
     log.info("stage '%s' (%s): starting in %s", name, spec.kind, run.root / name)
     info = runners[spec.kind](ctx)
     if is_rank_zero():

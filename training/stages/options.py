@@ -35,7 +35,7 @@ def add_config_arguments(parser: argparse.ArgumentParser, stage: bool = True) ->
                             help="which stage of the config to run (default: the first of "
                                  "this command's kind)")
         parser.add_argument("--force", action="store_true",
-                            help="re-run the stage even if it is done (resumes its checkpoints)")
+                            help="delete the stage's folder and run it afresh, even if done")
     parser.add_argument("--set", dest="overrides", action="append", default=[],
                         metavar="KEY=VALUE", help="override a config value, e.g. train.epochs=2")
 

@@ -1,0 +1,178 @@
+"""``run_demo``: the end-to-end demo, step by step, each step through the project's own
+commands.
+
+1. ``mbmt-train pipeline`` on the ``tiny`` config (with the budget's ``--set`` overrides) into
+   ``OUT/run``: synthetic scenes + their rosbag2 recording (``mbmt-train synth``), ST
+   pretraining -> MBMT-Net, baselines, the multi-modal teacher -> pseudo labels -> students,
+   evaluation (``results.md``, PNG grids) and the model bundle (export). Finished stages and
+   an existing dataset are reused.
+2. The val frames of the recording are copied to ``OUT/replay_bag`` (reused when present).
+3. ``scripts/ros_isolated python -m training.demo.ros_session``: the perception node, the
+   replay (``mbmt-replay``) and the output recorder in ONE private network namespace
+   -> ``OUT/ros/output_bag`` and ``OUT/ros/session.json``.
+4. The recorded outputs -> ``OUT/ros/predictions/<index>.npz`` -> ``mbmt-train score``
+   (``training.commands.score.score_folder``) -> ``OUT/node_metrics.json``.
+5. The summary (``OUT/summary.md``, ``OUT/summary.json``), printed.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from mbmt_ros.io import atomic_write_json, atomic_write_text
+from training.demo.budget import get_budget
+from training.errors import ConfigError, TrainingError
+
+__all__ = ["REPO_ROOT", "DEFAULT_CONFIG", "run_demo", "resolve_device", "node_backend"]
+
+log = logging.getLogger(__name__)
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_CONFIG = REPO_ROOT / "config" / "train" / "tiny.yaml"
+ROS_ISOLATED = REPO_ROOT / "scripts" / "ros_isolated"
+
+
+def resolve_device(device: str) -> str:
+    """``auto`` -> ``cuda`` when torch sees a GPU, else ``cpu``; ``cuda`` without one is an error."""
+    if device not in ("auto", "cpu", "cuda"):
+        raise ConfigError(f"--device {device!r}: use auto, cpu or cuda")
+    if device == "cpu":
+        return "cpu"
+    import torch
+
+    if torch.cuda.is_available():
+        return "cuda"
+    if device == "cuda":
+        raise ConfigError("--device cuda: torch sees no CUDA GPU here; use --device auto or cpu")
+    return "cpu"
+
+
+def node_backend(device: str) -> tuple[str, str]:
+    """(backend, precision) of the perception node on ``device``: ONNX Runtime fp32 on CPU,
+    the node's automatic choice (TensorRT if installed, else ONNX Runtime CUDA) in fp16 on a
+    GPU."""
+    return ("onnxruntime", "fp32") if device == "cpu" else ("auto", "fp16")
+
+
+def _step(number: int, total: int, text: str) -> None:
+    log.info("[%d/%d] %s", number, total, text)
+
+
+def _pipeline_command(config: Path, run_dir: Path, overrides: tuple[str, ...],
+                      device: str) -> list[str]:
+    cmd = [sys.executable, "-m", "training.cli", "pipeline", "--config", str(config),
+           "--run-dir", str(run_dir)]
+    if device == "cuda":
+        overrides = (*overrides, "train.accelerator=gpu")
+    for item in overrides:
+        cmd += ["--set", item]
+    return cmd
+
+
+def _stage_states(run_dir: Path, stages: list[dict[str, Any]]) -> tuple[list[str], list[str]]:
+    """(stages not finished yet, stages already finished) of a run folder."""
+    names = [str(s["name"]) for s in stages]
+    done = [n for n in names if (run_dir / n / "done.json").is_file()]
+    return [n for n in names if n not in done], done
+
+
+def _export_stage(stages: list[dict[str, Any]], config: Path) -> dict[str, Any]:
+    for stage in stages:
+        if stage.get("kind") == "export":
+            return stage
+    raise ConfigError(f"{config} has no export stage; the demo needs a model bundle")
+
+
+def run_demo(out: str | Path, budget: str = "full", device: str = "auto",
+             config: str | Path | None = None, progress: bool = True) -> dict[str, Any]:
+    """Run the demo into ``out`` and return the summary facts (see the module docstring)."""
+    import json
+
+    from training.commands.score import score_folder
+    from training.demo.bags import write_replay_bag
+    from training.demo.predictions import stamps_of_split, write_predictions
+    from training.demo.summary import build_summary, format_summary
+
+    started = time.monotonic()
+    out = Path(out).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    config = Path(config or DEFAULT_CONFIG).resolve()
+    if not config.is_file():
+        raise ConfigError(f"pipeline config {config} does not exist")
+    spec = get_budget(budget)
+    device = resolve_device(device)
+    stages = (yaml.safe_load(config.read_text(encoding="utf-8")) or {}).get("stages") or []
+    run_dir = out / "run"
+    total = 5
+
+    # 1. the training pipeline (synthetic data, all stages, export)
+    pending, finished = _stage_states(run_dir, stages)
+    data_reused = (run_dir / "data" / "manifest.json").is_file()
+    _step(1, total, f"training pipeline {config.name} ({budget} budget, {device}) -> {run_dir}; "
+          f"{len(finished)} of {len(stages)} stages already finished")
+    env = dict(os.environ)
+    if device == "cpu":
+        env["CUDA_VISIBLE_DEVICES"] = ""  # every stage (training, pseudo labels, eval) on CPU
+    code = subprocess.call(_pipeline_command(config, run_dir, spec.overrides, device), env=env)
+    if code != 0:
+        raise TrainingError(f"the training pipeline failed (exit status {code}); see the "
+                            f"messages above and {run_dir / 'pipeline.log'}, then re-run the "
+                            "demo: it resumes where it stopped")
+    export = _export_stage(stages, config)
+    done = json.loads((run_dir / export["name"] / "done.json").read_text(encoding="utf-8"))
+    bundle = Path(done["bundle"])
+
+    # 2. the recording's val frames
+    data_root = run_dir / "data"
+    stamps = stamps_of_split(data_root, "val")
+    replay_bag = out / "replay_bag"
+    _step(2, total, f"replay bag: the {len(stamps)} val frames of {data_root / 'bag'}")
+    if not replay_bag.exists():
+        write_replay_bag(data_root / "bag", replay_bag, stamps)
+
+    # 3. the perception node, the replay and the recorder in one isolated namespace
+    backend, precision = node_backend(device)
+    session_dir = out / "ros"
+    _step(3, total, f"perception node ({backend}, {device}) in an isolated network namespace: "
+          f"replaying {replay_bag.name}, recording its outputs")
+    cmd = [str(ROS_ISOLATED), sys.executable, "-m", "training.demo.ros_session",
+           "--bundle", str(bundle), "--bag", str(replay_bag), "--out", str(session_dir),
+           "--backend", backend, "--device", device, "--precision", precision,
+           "--rate", str(spec.replay_rate)]
+    if not progress:
+        cmd.append("--no-progress")
+    (session_dir / "session.json").unlink(missing_ok=True)
+    code = subprocess.call(cmd)
+    if code != 0 or not (session_dir / "session.json").is_file():
+        raise TrainingError(f"the ROS session failed (exit status {code}); see the message "
+                            f"above and {session_dir / 'node.log'}")
+    session = json.loads((session_dir / "session.json").read_text(encoding="utf-8"))
+
+    # 4. score the recorded outputs against the synthetic ground truth
+    pred_dir = session_dir / "predictions"
+    _step(4, total, f"scoring the recorded outputs ({session['output_bag']}) against {data_root}")
+    write_predictions(Path(session["output_bag"]), session["topics"], stamps, pred_dir)
+    node_metrics = score_folder(pred_dir, data_root, "val")
+    metrics_path = out / "node_metrics.json"
+    atomic_write_json(metrics_path, node_metrics)
+
+    # 5. summary
+    _step(5, total, "summary")
+    facts = build_summary(out=out, run_dir=run_dir, budget=budget, device=device,
+                          stages_run=pending, stages_reused=finished, data_reused=data_reused,
+                          bundle=bundle, export_from=str(export.get("from")), session=session,
+                          node_metrics=node_metrics, node_metrics_path=metrics_path,
+                          elapsed_s=time.monotonic() - started)
+    text = format_summary(facts)
+    atomic_write_json(out / "summary.json", facts)
+    atomic_write_text(out / "summary.md", text)
+    print("\n" + text, flush=True)
+    print(f"summary written to {out / 'summary.md'}", flush=True)
+    return facts
