@@ -131,7 +131,7 @@ def export_model(model: nn.Module, out: str | os.PathLike[str], *,
             if fp16:
                 half = BundleGraph(copy.deepcopy(model).half(), chosen, dtype=torch.float16)
                 _export_onnx(half.eval(), tmp / MODEL_FP16_FILE, samples, exporter)
-                parity["fp16"] = parity_check(graph, tmp / MODEL_FP16_FILE, samples)
+                parity["fp16"] = _fp16_parity(graph, tmp / MODEL_FP16_FILE, samples)
             save_model(tmp / WEIGHTS_FILE, model, {"exported_tasks": list(chosen),
                                                    "input_size": [height, width]})
             meta = _meta(model, config, chosen, (height, width), names, tmp, used, parity,
@@ -281,6 +281,17 @@ def parity_check(graph: BundleGraph, onnx_path: Path, samples: np.ndarray) -> di
     if NORMALS in ref:
         report["normals_max_abs"] = _max_abs(got, ref, NORMALS)
     return report
+
+
+def _fp16_parity(graph: BundleGraph, path: Path, samples: np.ndarray) -> dict[str, Any]:
+    """The FP16 graph's parity report; reported, not enforced (FP16 error depends on the
+    weights), and an ONNX Runtime CPU build lacking an FP16 kernel is recorded, not fatal."""
+    try:
+        return parity_check(graph, path, samples)
+    except Exception as exc:  # onnxruntime raises its own exception types
+        _log.warning("FP16 parity check skipped: ONNX Runtime (CPU) cannot run %s: %s",
+                     path.name, exc)
+        return {"skipped": f"onnxruntime CPU cannot run {path.name}: {exc}"}
 
 
 def _max_abs(got: dict[str, np.ndarray], ref: dict[str, np.ndarray], name: str) -> float:

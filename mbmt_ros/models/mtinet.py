@@ -22,10 +22,10 @@ Registered architectures (``build_model({"arch": ...})``, keys in ``docs/archite
 
 Deep supervision: ``forward(image, return_aux=True)`` returns ``(outputs, aux)`` where
 ``aux`` is a list, finest scale (1/4) first, of dicts front-end task -> initial prediction
-resized to the input size (same conventions as the outputs; ``edges`` are logits). The
-paper trains them with the same losses and weights as the final predictions;
-:func:`edge_loss` is the loss of the auxiliary ``edges`` task (targets from
-:func:`semantic_edges`).
+resized to the input size (same conventions as the outputs; ``edges`` are logits); a plain
+``forward(image)`` does not compute them. The paper trains them with the same losses and
+weights as the final predictions: :func:`deep_supervision_losses` gives those terms, with
+:func:`edge_loss` for the auxiliary ``edges`` task (targets from :func:`semantic_edges`).
 """
 from __future__ import annotations
 

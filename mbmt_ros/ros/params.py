@@ -7,6 +7,7 @@ shows the text) and fails ``configure`` with :class:`NodeParameterError` on a ba
 """
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +31,7 @@ BACKENDS = ("auto", "tensorrt", "onnxruntime", "torch")
 PRECISIONS = ("fp32", "fp16", "int8")
 QOS_PRESETS = ("sensor_data", "reliable", "best_effort")
 POINTCLOUD_COLORS = ("segmentation", "image", "depth")
-_DEVICE = re.compile(r"^(cpu|cuda(:\d+)?)$")
+_DEVICE = re.compile(r"^(cpu|cuda)$")
 
 
 @dataclass(frozen=True)
@@ -48,7 +49,7 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec("bundle", "", "Model bundle directory (model.onnx + meta.json) made by `mbmt-train export`."),
     ParamSpec("backend", "auto", f"Inference backend: {' | '.join(BACKENDS)} (auto: TensorRT, else ONNX Runtime, else torch)."),
     ParamSpec("precision", "fp16", f"Inference precision: {' | '.join(PRECISIONS)} (where the backend supports it)."),
-    ParamSpec("device", "cuda", "Device: cuda, cuda:N or cpu."),
+    ParamSpec("device", "cuda", "Device: cuda or cpu."),
     ParamSpec("tasks", None, "Tasks to publish (segmentation, depth, normals); unset = every task of the bundle."),
     ParamSpec("overlay_alpha", 0.5, "Opacity of class colours over the input in ~/segmentation/color (1 = colours only).", 0.0, 1.0),
     ParamSpec("palette_file", "", "JSON/YAML list of [r, g, b] per class; empty = the bundle's palette."),
@@ -106,6 +107,8 @@ def _range(values: dict[str, Any], name: str) -> Any:
     value = values[name]
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise NodeParameterError(f"parameter {name}={value!r} must be a number")
+    if not math.isfinite(value):
+        raise NodeParameterError(f"parameter {name}={value!r} must be a finite number")
     if (spec.min is not None and value < spec.min) or (spec.max is not None and value > spec.max):
         raise NodeParameterError(f"parameter {name}={value!r} is out of range [{spec.min}, {spec.max}]")
     return value
@@ -125,9 +128,13 @@ def validate_params(values: dict[str, Any]) -> NodeParams:
                                  "(no meta.json there); export one with `mbmt-train export`")
     device = str(values["device"])
     if not _DEVICE.match(device):
-        raise NodeParameterError(f"parameter device={device!r} is invalid; use cpu, cuda or cuda:N")
+        raise NodeParameterError(f"parameter device={device!r} is invalid; use cuda or cpu")
     tasks: tuple[str, ...] = ()
     if values["tasks"]:
+        if not isinstance(values["tasks"], (list, tuple)) or not all(
+                isinstance(t, str) for t in values["tasks"]):
+            raise NodeParameterError(f"parameter tasks={values['tasks']!r} must be a list of "
+                                     "task names, e.g. [segmentation, depth]")
         try:
             tasks = validate_tasks(list(values["tasks"]))
         except ValueError as exc:

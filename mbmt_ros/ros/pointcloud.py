@@ -9,6 +9,7 @@ convention) and ``label`` the uint32 class id (255 = no prediction).
 from __future__ import annotations
 
 import array
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -49,7 +50,8 @@ class Intrinsics:
 def intrinsics_from_camera_info(info: CameraInfo) -> Intrinsics:
     """Read fx, fy, cx, cy from ``info.k``; raises ImageConversionError for an unset camera."""
     k = [float(v) for v in info.k]
-    if k[0] <= 0 or k[4] <= 0 or info.width <= 0 or info.height <= 0:
+    if (not all(math.isfinite(v) for v in (k[0], k[4], k[2], k[5])) or k[0] <= 0 or k[4] <= 0
+            or info.width <= 0 or info.height <= 0):
         raise ImageConversionError(
             f"camera_info is not calibrated (fx={k[0]}, fy={k[4]}, size {info.width}x{info.height})")
     return Intrinsics(k[0], k[4], k[2], k[5], int(info.width), int(info.height))

@@ -83,7 +83,11 @@ def _read(bag: str | Path, topics: Sequence[str], messages: bool) -> Iterator[tu
 
 
 def _parse(argv: Sequence[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="mbmt-replay", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="mbmt-replay",
+        description="Publish the Image, CompressedImage and CameraInfo topics of a rosbag2 (or "
+                    "ROS 1) recording with their recorded headers. ROS arguments go after "
+                    "--ros-args, e.g. --ros-args -r /camera/image_raw:=/image.")
     parser.add_argument("bag", help="rosbag2 directory (or a .mcap / .db3 / ROS 1 .bag file)")
     parser.add_argument("--topic", action="append", default=[],
                         help="topic to publish (repeatable; default: every Image/CompressedImage/CameraInfo topic)")

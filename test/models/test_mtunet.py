@@ -283,3 +283,53 @@ def test_training_steps_with_the_learned_weighting() -> None:
     assert all(math.isfinite(t) for t in totals) and totals[-1] < totals[0]
     assert not torch.allclose(weighting.log_weights.detach(), torch.zeros(2))
     assert sum(weighting.weights().values()) == pytest.approx(1.0)
+
+
+# ------------------------------------------------------------------------------ pipeline
+
+PIPELINE = {
+    "name": "other_archs", "seed": 0,
+    "model": {"arch": "mtinet", "backbones": ["test_efficientnet"], "task_channels": 8,
+              "head_channels": 8, "aux_tasks": ["edges"], "tasks": ["segmentation", "depth"],
+              "num_classes": 13},
+    "data": {"synth": {"count": 12, "size": [32, 64], "seed": 0, "val_fraction": 0.25}},
+    "train": {"epochs": 1, "batch_size": 4, "lr": 1.0e-3, "weighting": "equal",
+              "num_workers": 0},
+    "stages": [
+        {"name": "mtinet", "kind": "train-mt", "model": {"arch": "mtinet"}},
+        {"name": "mtunet", "kind": "train-mt",
+         "model": {"arch": "mtunet", "base_channels": 4},
+         "train": {"epochs": 3, "weighting": "mtunet", "weighting_options": {"window": 1}}},
+        {"name": "teacher", "kind": "train-teacher", "extra_modality": "depth",
+         "model": {"arch": "mti_teacher", "backbone": "test_efficientnet", "task_channels": 8}},
+        {"name": "evaluate", "kind": "evaluate"},
+        {"name": "export", "kind": "export", "from": "mtunet"},
+    ],
+}
+
+
+@pytest.mark.slow
+def test_pipeline_trains_evaluates_and_exports_the_other_architectures(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    config = tmp_path / "other_archs.yaml"
+    config.write_text(yaml.safe_dump(PIPELINE))
+    run = tmp_path / "run"
+    proc = subprocess.run(
+        [str(Path(sys.executable).parent / "mbmt-train"), "pipeline", "--config", str(config),
+         "--run-dir", str(run)], capture_output=True, text=True, timeout=900, cwd=REPO,
+        env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    from mbmt_ros.models import load_model
+
+    for stage, arch in (("mtinet", "mtinet"), ("mtunet", "mtunet"), ("teacher", "mti_teacher")):
+        assert (run / stage / "done.json").is_file()
+        assert load_model(run / stage).config["arch"] == arch
+    weights = json.loads((run / "mtunet" / "done.json").read_text())["weights"]
+    assert sum(weights.values()) == pytest.approx(1.0)
+    results = (run / "results.md").read_text()
+    assert all(f"| {stage} |" in results for stage in ("mtinet", "mtunet", "teacher"))
+    meta = json.loads((run / "export" / "bundle" / "meta.json").read_text())
+    assert meta["arch"] == "mtunet" and meta["parity"]["fp32"]["segmentation_agreement"] >= 0.999

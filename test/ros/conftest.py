@@ -64,7 +64,7 @@ class Collector:
             return list(self.messages)
 
 
-def wait_for(condition: Callable[[], Any], timeout: float = 10.0, period: float = 0.02) -> Any:
+def wait_for(condition: Callable[[], Any], timeout: float = 30.0, period: float = 0.02) -> Any:
     """Poll ``condition`` until truthy (returned) or fail after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import REPO, VENV_BIN, wait_for
+from rclpy.lifecycle import TransitionCallbackReturn
 
 pytestmark = pytest.mark.ros
 
@@ -126,7 +127,9 @@ def test_every_encoding_gives_every_topic_equal_to_the_predictor(harness_factory
         cloud = got["points"]
         assert (cloud.height, cloud.width) == (H // 2, W // 2)
         z = np.frombuffer(cloud.data, dtype=np.float32).reshape(H // 2, W // 2, 5)[..., 2]
-        np.testing.assert_allclose(z, expected["depth"][::2, ::2], rtol=1e-5)
+        d = expected["depth"][::2, ::2]
+        valid = (d > 0) & (d <= 1000.0)  # a random-weight net may predict invalid depth
+        np.testing.assert_allclose(z, np.where(valid, d, np.nan), rtol=1e-5, equal_nan=True)
     reference.close()
 
     values = wait_for(lambda: _diag_values(diagnostics).get("processed_frames", "0") != "0"
@@ -149,6 +152,52 @@ class SlowPredictor:
 
     def close(self):
         self._inner.close()
+
+
+class CountingPredictor(SlowPredictor):
+    """FOR THIS TEST ONLY: the real predictor, counting its calls."""
+
+    def __init__(self, inner) -> None:
+        super().__init__(inner, delay=0.0)
+        self.calls = 0
+
+    def predict(self, image):
+        self.calls += 1
+        return super().predict(image)
+
+
+def test_nothing_is_computed_without_subscribers(harness_factory, tiny_bundle):
+    from sensor_msgs.msg import Image
+
+    from mbmt_ros.runtime import open_predictor
+
+    made = []
+
+    def counting_factory(*args):
+        made.append(CountingPredictor(open_predictor(*args)))
+        return made[-1]
+
+    h = harness_factory({"bundle": str(tiny_bundle), **CPU, "release_on_deactivate": True,
+                         "qos.input": "reliable"}, counting_factory)
+    assert h.node.autostart(), h.node.transition_error
+    pub = h.client.create_publisher(Image, "image", 10)
+    wait_for(lambda: pub.get_subscription_count())
+    for i in range(5):
+        pub.publish(_image("rgb8", i, 300 + i))
+        time.sleep(0.05)
+    wait_for(lambda: h.node.stats.received >= 3)
+    time.sleep(0.3)
+    assert made[0].calls == 0  # frames arrive, but nobody listens: the backend stays idle
+    depth = h.subscribe(Image, f"{h.prefix}/depth")
+    wait_for(lambda: h.node._outputs["~/depth"].get_subscription_count())
+    wait_for(lambda: depth.snapshot() or pub.publish(_image("rgb8", 9, 309)), period=0.3)
+    assert made[0].calls >= 1
+    assert h.node._outputs["~/segmentation/color"].get_subscription_count() == 0
+    # release_on_deactivate frees the backend and activate opens a new one
+    assert h.node.trigger_deactivate() == TransitionCallbackReturn.SUCCESS
+    assert h.node.predictor is None
+    assert h.node.trigger_activate() == TransitionCallbackReturn.SUCCESS
+    assert len(made) == 2 and h.node.predictor is made[1]
 
 
 def _rss_mb() -> float:
@@ -188,11 +237,13 @@ def test_60hz_camera_with_slow_backend_processes_newest_and_counts_drops(harness
     assert stamps == sorted(stamps) and len(set(stamps)) == len(stamps)
     assert 15 <= len(stamps) <= 50, len(stamps)  # ~10 Hz backend for 4 s
     assert max(stamps) >= 1000 + 230  # the newest frames, not a backlog
-    assert stats.dropped >= 150 and stats.received >= 200
+    # best-effort input may also lose frames in DDS under load; those never reach the node
+    assert stats.received >= 120 and stats.dropped >= 90
+    assert stats.received - stats.processed - 1 <= stats.dropped <= stats.received - stats.processed
     # keep-last-1 reliable output: a heavily loaded machine may replace one before delivery
     assert stats.processed - 2 <= len(stamps) <= stats.processed
     assert rss[1] - rss[0] < 30, f"memory grew from {rss[0]:.0f} to {rss[1]:.0f} MB"
-    values = wait_for(lambda: int(_diag_values(diagnostics).get("dropped_frames", 0)) >= 150
+    values = wait_for(lambda: int(_diag_values(diagnostics).get("dropped_frames", 0)) >= stats.dropped
                       and _diag_values(diagnostics), timeout=3)
     assert float(values["output_rate_hz"]) <= 12
 
@@ -238,60 +289,65 @@ def test_malformed_messages_are_rejected_and_counted(harness_factory, tiny_bundl
     assert h.node.stats.errors == 0
 
 
-def _lifecycle(h, transition: int) -> bool:
-    from lifecycle_msgs.srv import ChangeState
+class LifecycleClient:
+    """change_state / get_state service clients of the node (made once: discovery is slow)."""
 
-    client = h.client.create_client(ChangeState, f"{h.prefix}/change_state")
-    assert client.wait_for_service(timeout_sec=5)
-    request = ChangeState.Request()
-    request.transition.id = transition
-    future = client.call_async(request)
-    wait_for(future.done, timeout=60)
-    h.client.destroy_client(client)
-    return future.result().success
+    def __init__(self, h) -> None:
+        from lifecycle_msgs.srv import ChangeState, GetState
 
+        self._change = h.client.create_client(ChangeState, f"{h.prefix}/change_state")
+        self._get = h.client.create_client(GetState, f"{h.prefix}/get_state")
+        assert self._change.wait_for_service(timeout_sec=30)
+        assert self._get.wait_for_service(timeout_sec=30)
 
-def _state(h) -> str:
-    from lifecycle_msgs.srv import GetState
+    def change(self, transition: int) -> bool:
+        from lifecycle_msgs.srv import ChangeState
 
-    client = h.client.create_client(GetState, f"{h.prefix}/get_state")
-    assert client.wait_for_service(timeout_sec=5)
-    future = client.call_async(GetState.Request())
-    wait_for(future.done, timeout=10)
-    h.client.destroy_client(client)
-    return future.result().current_state.label
+        request = ChangeState.Request()
+        request.transition.id = transition
+        future = self._change.call_async(request)
+        wait_for(future.done, timeout=60)
+        return future.result().success
+
+    def state(self) -> str:
+        from lifecycle_msgs.srv import GetState
+
+        future = self._get.call_async(GetState.Request())
+        wait_for(future.done, timeout=30)
+        return future.result().current_state.label
 
 
 def test_lifecycle_transitions_in_and_out_of_order(harness_factory, tiny_bundle):
     from lifecycle_msgs.msg import Transition
 
     h = harness_factory({"bundle": str(tiny_bundle), **CPU, "autostart": False})
+    lc = LifecycleClient(h)
     names = lambda: {n for n, _ in h.client.get_topic_names_and_types()}  # noqa: E731
-    assert _state(h) == "unconfigured"
-    assert not _lifecycle(h, Transition.TRANSITION_ACTIVATE)  # out of order: not configured
-    assert not _lifecycle(h, Transition.TRANSITION_DEACTIVATE)
-    assert _state(h) == "unconfigured" and h.node.predictor is None
+    assert lc.state() == "unconfigured"
+    assert not lc.change(Transition.TRANSITION_ACTIVATE)  # out of order: not configured
+    assert not lc.change(Transition.TRANSITION_DEACTIVATE)
+    assert lc.state() == "unconfigured" and h.node.predictor is None
 
-    assert _lifecycle(h, Transition.TRANSITION_CONFIGURE)
-    assert _state(h) == "inactive" and h.node.predictor is not None
-    assert not _lifecycle(h, Transition.TRANSITION_CONFIGURE)  # already configured
-    assert _lifecycle(h, Transition.TRANSITION_ACTIVATE)
-    assert _state(h) == "active"
+    assert lc.change(Transition.TRANSITION_CONFIGURE)
+    assert lc.state() == "inactive" and h.node.predictor is not None
+    assert not lc.change(Transition.TRANSITION_CONFIGURE)  # already configured
+    assert lc.change(Transition.TRANSITION_ACTIVATE)
+    assert lc.state() == "active"
     wait_for(lambda: f"{h.prefix}/depth" in names())
     assert h.node._worker is not None and h.node._worker.alive
-    assert not _lifecycle(h, Transition.TRANSITION_CLEANUP)  # not from active
+    assert not lc.change(Transition.TRANSITION_CLEANUP)  # not from active
 
     worker = h.node._worker
-    assert _lifecycle(h, Transition.TRANSITION_DEACTIVATE)
-    assert _state(h) == "inactive" and not worker.alive and h.node._outputs == {}
+    assert lc.change(Transition.TRANSITION_DEACTIVATE)
+    assert lc.state() == "inactive" and not worker.alive and h.node._outputs == {}
     wait_for(lambda: f"{h.prefix}/depth" not in names())
-    assert _lifecycle(h, Transition.TRANSITION_ACTIVATE)  # re-activate works
-    assert _lifecycle(h, Transition.TRANSITION_DEACTIVATE)
-    assert _lifecycle(h, Transition.TRANSITION_CLEANUP)
-    assert _state(h) == "unconfigured" and h.node.predictor is None
-    assert _lifecycle(h, Transition.TRANSITION_CONFIGURE)  # configure again after cleanup
-    assert _lifecycle(h, Transition.TRANSITION_INACTIVE_SHUTDOWN)
-    assert _state(h) == "finalized" and h.node.predictor is None
+    assert lc.change(Transition.TRANSITION_ACTIVATE)  # re-activate works
+    assert lc.change(Transition.TRANSITION_DEACTIVATE)
+    assert lc.change(Transition.TRANSITION_CLEANUP)
+    assert lc.state() == "unconfigured" and h.node.predictor is None
+    assert lc.change(Transition.TRANSITION_CONFIGURE)  # configure again after cleanup
+    assert lc.change(Transition.TRANSITION_INACTIVE_SHUTDOWN)
+    assert lc.state() == "finalized" and h.node.predictor is None
 
 
 @pytest.mark.parametrize("params, message", [
@@ -302,8 +358,6 @@ def test_lifecycle_transitions_in_and_out_of_order(harness_factory, tiny_bundle)
     ({"pointcloud": True, "tasks": ["segmentation"]}, "pointcloud=true needs the depth task"),
 ])
 def test_bad_parameters_fail_configure_with_a_clear_message(harness_factory, tiny_bundle, params, message):
-    from rclpy.lifecycle import TransitionCallbackReturn
-
     h = harness_factory({"bundle": str(tiny_bundle), **CPU, "autostart": False, **params})
     assert h.node.trigger_configure() == TransitionCallbackReturn.FAILURE
     assert message in h.node.transition_error

@@ -216,6 +216,15 @@ def test_evaluate_command_on_checkpoints_and_bundles(tiny_run, tmp_path):
 
 
 # -- error cases: each a clear one-line message, exit code 2 -----------------------------------
+# (the CLI's main() in-process: the same argument parsing and error printing, without paying
+# for a fresh interpreter per case)
+
+
+def cli(capsys, *args: str) -> tuple[int, str]:
+    from training.cli import main
+
+    code = main(list(args))
+    return code, capsys.readouterr().err
 
 
 def _config_on(tiny_run: Path, tmp_path: Path, **changes) -> Path:
@@ -229,43 +238,54 @@ def _config_on(tiny_run: Path, tmp_path: Path, **changes) -> Path:
     return path
 
 
-def test_assemble_without_single_task_checkpoints(tiny_run, tmp_path):
+def test_assemble_without_single_task_checkpoints(tiny_run, tmp_path, capsys):
     cfg = _config_on(tiny_run, tmp_path)
-    proc = mbmt_train("assemble", "--config", str(cfg), "--run-dir", str(tmp_path / "r"))
-    assert proc.returncode == 2
+    code, err = cli(capsys, "assemble", "--config", str(cfg), "--run-dir", str(tmp_path / "r"))
+    assert code == 2
     missing = tmp_path / "r" / "pretrain-st" / "segmentation" / "model.safetensors"
-    assert f"single-task checkpoint for segmentation is missing ({missing})" in proc.stderr
-    assert "Traceback" not in proc.stderr and not (tmp_path / "r" / "assemble" / "done.json").exists()
+    assert f"single-task checkpoint for segmentation is missing ({missing})" in err
+    assert "Traceback" not in err and not (tmp_path / "r" / "assemble" / "done.json").exists()
 
 
-def test_mismatched_class_counts(tiny_run, tmp_path):
+def test_mismatched_class_counts(tiny_run, tmp_path, capsys):
     cfg = _config_on(tiny_run, tmp_path)
-    proc = mbmt_train("train-mt", "--config", str(cfg), "--run-dir", str(tmp_path / "r"),
-                      "--set", "model.num_classes=7")
-    assert proc.returncode == 2
-    assert "mismatched class counts" in proc.stderr and "7" in proc.stderr and "13" in proc.stderr
+    code, err = cli(capsys, "train-mt", "--config", str(cfg), "--run-dir", str(tmp_path / "r"),
+                    "--set", "model.num_classes=7")
+    assert code == 2
+    assert "mismatched class counts" in err and "has 7 segmentation classes" in err
+    assert "says 13" in err
+    # and an ST checkpoint of another class count cannot be assembled into MBMT
+    run = tmp_path / "r2"
+    for task in ("segmentation", "depth", "normals"):
+        (run / "pretrain-st" / task).mkdir(parents=True)
+        (run / "pretrain-st" / task / "model.safetensors").symlink_to(
+            tiny_run / "pretrain-st" / task / "model.safetensors")
+    code, err = cli(capsys, "assemble", "--config", str(cfg), "--run-dir", str(run),
+                    "--set", "model.num_classes=7")
+    assert code == 2 and "mismatched class counts" in err and "13 classes" in err
 
 
-def test_manifest_referring_to_missing_files(tiny_run, tmp_path):
+def test_manifest_referring_to_missing_files(tiny_run, tmp_path, capsys):
     manifest = json.loads((tiny_run / "data" / "manifest.json").read_text())
     manifest["samples"].append({"split": "train", "index": 999, "labels": {"depth": "gt"}})
     bad = tmp_path / "bad_manifest.json"
     bad.write_text(json.dumps(manifest))
     cfg = _config_on(tiny_run, tmp_path)
-    proc = mbmt_train("train-mt", "--config", str(cfg), "--run-dir", str(tmp_path / "r"),
-                      "--set", f"data.manifest={bad}")
-    assert proc.returncode == 2
-    assert "999" in proc.stderr and "Traceback" not in proc.stderr
+    code, err = cli(capsys, "train-mt", "--config", str(cfg), "--run-dir", str(tmp_path / "r"),
+                    "--set", f"data.manifest={bad}")
+    assert code == 2
+    assert "999" in err and "Traceback" not in err
 
 
-def test_corrupt_resume_checkpoint(tiny_run, tmp_path):
+def test_corrupt_resume_checkpoint(tiny_run, tmp_path, capsys):
     cfg = _config_on(tiny_run, tmp_path)
     last = tmp_path / "r" / "mt" / "checkpoints" / "last.ckpt"
     last.parent.mkdir(parents=True)
     last.write_bytes(b"PK\x03\x04 truncated")
-    proc = mbmt_train("train-mt", "--config", str(cfg), "--run-dir", str(tmp_path / "r"))
-    assert proc.returncode == 2
-    assert str(last) in proc.stderr and "delete it" in proc.stderr
+    code, err = cli(capsys, "train-mt", "--config", str(cfg), "--run-dir", str(tmp_path / "r"))
+    assert code == 2
+    assert str(last) in err and "delete it" in err
+    assert not (tmp_path / "r" / "mt" / "done.json").exists()
 
 
 def test_killed_stage_resumes_from_its_last_checkpoint(tiny_run, tmp_path):
@@ -291,12 +311,36 @@ def test_killed_stage_resumes_from_its_last_checkpoint(tiny_run, tmp_path):
         proc.wait()
     assert not (run / "mt" / "done.json").exists()
     assert not (run / "mt" / "model.safetensors").exists()
-    killed_at = load_resume_state(last)["epoch"]  # complete and safe to load, never truncated
-    assert 1 <= killed_at < 4
+    # complete and safe to load (never truncated), saved after an epoch but before the end:
+    # 12 training frames, batch 4 -> 3 steps per epoch, 12 in all
+    killed_at = load_resume_state(last)["global_step"]
+    assert killed_at in (3, 6, 9)
 
     again = mbmt_train(*args)
     assert again.returncode == 0, again.stderr[-3000:]
     assert f"resuming from {last}" in again.stderr
     done = json.loads((run / "mt" / "done.json").read_text())
     assert done["epochs"] == 4 and (run / "mt" / "model.safetensors").is_file()
-    assert load_resume_state(last)["epoch"] == 4
+    assert load_resume_state(last)["global_step"] == 12
+
+
+def test_affinity_reports_which_task_helps_which(tiny_run, tmp_path):
+    cfg = _config_on(tiny_run, tmp_path, stages=[
+        {"name": "split", "kind": "make-split", "depth": 12, "segmentation": 6},
+        {"name": "affinity", "kind": "affinity", "manifest": "split"}])
+    run = tmp_path / "r"
+    proc = mbmt_train("pipeline", "--config", str(cfg), "--run-dir", str(run))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads((run / "affinity" / "affinity.json").read_text())
+    metrics = report["metrics"]
+    assert sorted(metrics) == ["depth_input", "rgb", "segmentation_input"]
+    gain = metrics["depth_input"]["segmentation"]["miou"] - metrics["rgb"]["segmentation"]["miou"]
+    assert report["segmentation_miou_gain"] == pytest.approx(gain)
+    assert report["depth_helps_segmentation"] == (gain > 0)
+    rmse_gain = metrics["rgb"]["depth"]["rmse"] - metrics["segmentation_input"]["depth"]["rmse"]
+    assert report["depth_rmse_gain"] == pytest.approx(rmse_gain)
+    assert report["segmentation_helps_depth"] == (rmse_gain > 0)
+    for sub in metrics:  # same budget: the same frames (6 with both labels), same epochs
+        done = json.loads((run / "affinity" / sub / "done.json").read_text())
+        assert done["train_samples"] == 6 and done["epochs"] == 1
+    assert "segmentation -> depth" in (run / "affinity" / "affinity.md").read_text()

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import copy
 import pickle
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -255,3 +257,72 @@ def test_tables_delta_m_against_single_task_baseline():
     assert lines[0] == ("run,description,segmentation.miou,segmentation.pixel_acc,"
                         "depth.abs_err,depth.rel_err,delta_m")
     assert float(lines[2].split(",")[-1]) == pytest.approx(delta_m(mt, st)) == pytest.approx(0.0)
+
+
+def test_disk_full_is_a_clear_error_and_leaves_no_partial_file(tmp_path, monkeypatch):
+    import errno
+    import os
+
+    import training.stages as stages
+    from training.run_dir import RunDir
+
+    data = tmp_path / "data"
+    subprocess.run([sys.executable, "-m", "training.cli", "synth", "--out", str(data), "--count",
+                    "6", "--size", "16", "32", "--seed", "0"], check=True, capture_output=True,
+                   cwd=REPO)
+    raw = tiny_raw()
+    raw["data"] = {"root": str(data)}
+    raw["stages"][0].update(depth=4, segmentation=2)
+    config = parse_config(raw)
+    run = RunDir(tmp_path / "run")
+
+    def no_space(fd):  # the kernel reports a full disk when the data is flushed
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", no_space)
+    with pytest.raises(TrainingError, match="no space left on the device.*re-run to continue"):
+        stages.run_stage(config, run, "split")
+    assert not run.is_done("split")
+    assert [p.name for p in (tmp_path / "run" / "split").iterdir()] == []  # no partial file
+
+
+def test_dwa_weights_follow_the_epoch_mean_losses_during_training(tmp_path):
+    import math
+
+    from torch.utils.data import DataLoader
+
+    from mbmt_ros.models import build_model
+    from training.lightning_module import MultiTaskModule
+    from training.stages.common import fit_model
+
+    cfg = {"arch": "mt", "backbone": "test_efficientnet", "tasks": ["segmentation", "depth"],
+           "num_classes": 3, "fpn_channels": 8, "head_channels": 8, "task_hidden_channels": 8}
+    ctx = _stage_ctx(tmp_path, epochs=3)
+    module = MultiTaskModule(build_model(cfg), ctx.train)
+    seen, step_losses = [], []
+    original_epoch_end = module.weighting.epoch_end
+
+    def record(means):
+        seen.append(dict(means))
+        original_epoch_end(means)
+
+    module.weighting.epoch_end = record
+    original_step = module._step_losses
+
+    def step(batch):
+        losses = original_step(batch)
+        step_losses.append({t: float(v.detach()) for t, v in losses.items()})
+        return losses
+
+    module._step_losses = step
+    fit_model(ctx, module, DataLoader(_ListDataset(_items(4)), batch_size=2), None)
+    assert len(seen) == 3 and all(sorted(m) == ["depth", "segmentation"] for m in seen)
+    for epoch, means in enumerate(seen):  # the mean of the epoch's unweighted step losses
+        steps = step_losses[2 * epoch:2 * epoch + 2]
+        for task, value in means.items():
+            assert value == pytest.approx(sum(s[task] for s in steps) / 2)
+    # after epoch t = 2 the weights hold for epoch 3: K softmax(w / T), w = L(t-1) / L(t-2)
+    w = {t: seen[2][t] / seen[1][t] for t in ("segmentation", "depth")}
+    z = sum(math.exp(v / 2.0) for v in w.values())
+    expected = {t: 2 * math.exp(v / 2.0) / z for t, v in w.items()}
+    assert module.weighting.weights() == pytest.approx(expected)

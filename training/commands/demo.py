@@ -25,6 +25,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="auto (default): a CUDA GPU when there is one, else the CPU")
     parser.add_argument("--config", type=Path, default=None,
                         help="pipeline config (default config/train/tiny.yaml)")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="CPU threads per process (OMP_NUM_THREADS); 0 (default): the "
+                             "libraries' choice. 1 is much faster on a busy machine")
     parser.add_argument("--no-progress", action="store_true",
                         help="no progress bar for the node's outputs")
 
@@ -33,5 +36,5 @@ def run(args: argparse.Namespace) -> int:
     from training.demo.orchestrate import run_demo
 
     run_demo(args.out, budget=args.budget, device=args.device, config=args.config,
-             progress=not args.no_progress)
+             progress=not args.no_progress, threads=args.threads)
     return 0

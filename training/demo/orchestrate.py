@@ -90,9 +90,46 @@ def _export_stage(stages: list[dict[str, Any]], config: Path) -> dict[str, Any]:
     raise ConfigError(f"{config} has no export stage; the demo needs a model bundle")
 
 
+def _child_env(device: str, threads: int) -> dict[str, str]:
+    """Environment of the pipeline and ROS processes: CPU-only when asked, and ``threads``
+    intra-op threads (OpenMP / MKL / torch) when > 0 - one thread avoids the huge slow-down of
+    busy-waiting OpenMP threads on a loaded small machine."""
+    env = dict(os.environ)
+    if device == "cpu":
+        env["CUDA_VISIBLE_DEVICES"] = ""  # every stage (training, pseudo labels, eval) on CPU
+    if threads > 0:
+        for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+            env[name] = str(threads)
+    return env
+
+
+def _log_to_file(path: Path) -> logging.Handler:
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.getLogger().addHandler(handler)
+    return handler
+
+
 def run_demo(out: str | Path, budget: str = "full", device: str = "auto",
-             config: str | Path | None = None, progress: bool = True) -> dict[str, Any]:
-    """Run the demo into ``out`` and return the summary facts (see the module docstring)."""
+             config: str | Path | None = None, progress: bool = True,
+             threads: int = 0) -> dict[str, Any]:
+    """Run the demo into ``out`` and return the summary facts (see the module docstring).
+
+    ``threads`` > 0 limits every child process to that many CPU threads. The demo's own log
+    goes to ``OUT/demo.log``, the pipeline's to ``OUT/run/pipeline.log``.
+    """
+    out_path = Path(out).resolve()
+    out_path.mkdir(parents=True, exist_ok=True)
+    handler = _log_to_file(out_path / "demo.log")
+    try:
+        return _run(out_path, budget, device, config, progress, threads)
+    finally:
+        logging.getLogger().removeHandler(handler)
+        handler.close()
+
+
+def _run(out: Path, budget: str, device: str, config: str | Path | None, progress: bool,
+         threads: int) -> dict[str, Any]:
     import json
 
     from training.commands.score import score_folder
@@ -101,8 +138,6 @@ def run_demo(out: str | Path, budget: str = "full", device: str = "auto",
     from training.demo.summary import build_summary, format_summary
 
     started = time.monotonic()
-    out = Path(out).resolve()
-    out.mkdir(parents=True, exist_ok=True)
     config = Path(config or DEFAULT_CONFIG).resolve()
     if not config.is_file():
         raise ConfigError(f"pipeline config {config} does not exist")
@@ -117,9 +152,7 @@ def run_demo(out: str | Path, budget: str = "full", device: str = "auto",
     data_reused = (run_dir / "data" / "manifest.json").is_file()
     _step(1, total, f"training pipeline {config.name} ({budget} budget, {device}) -> {run_dir}; "
           f"{len(finished)} of {len(stages)} stages already finished")
-    env = dict(os.environ)
-    if device == "cpu":
-        env["CUDA_VISIBLE_DEVICES"] = ""  # every stage (training, pseudo labels, eval) on CPU
+    env = _child_env(device, threads)
     code = subprocess.call(_pipeline_command(config, run_dir, spec.overrides, device), env=env)
     if code != 0:
         raise TrainingError(f"the training pipeline failed (exit status {code}); see the "
@@ -149,7 +182,7 @@ def run_demo(out: str | Path, budget: str = "full", device: str = "auto",
     if not progress:
         cmd.append("--no-progress")
     (session_dir / "session.json").unlink(missing_ok=True)
-    code = subprocess.call(cmd)
+    code = subprocess.call(cmd, env=env)
     if code != 0 or not (session_dir / "session.json").is_file():
         raise TrainingError(f"the ROS session failed (exit status {code}); see the message "
                             f"above and {session_dir / 'node.log'}")

@@ -7,13 +7,14 @@ and all ranks meet at a barrier after each stage.
 """
 from __future__ import annotations
 
+import errno
 import logging
 import os
 from collections.abc import Callable, Iterable
 from typing import Any
 
 from training.config import PipelineConfig
-from training.errors import ConfigError
+from training.errors import ConfigError, TrainingError
 from training.run_dir import RunDir
 from training.stages.common import StageContext, is_rank_zero
 
@@ -100,7 +101,15 @@ def run_stage(config: PipelineConfig, run: RunDir, name: str, force: bool = Fals
         shutil.rmtree(run.root / name, ignore_errors=True)
     _barrier()
     log.info("stage '%s' (%s): starting in %s", name, spec.kind, run.root / name)
-    info = runners[spec.kind](ctx)
+    try:
+        info = runners[spec.kind](ctx)
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        raise TrainingError(
+            f"stage '{name}': no space left on the device while writing ({exc}); every file is "
+            "written atomically, so finished artefacts and the last checkpoint are intact - free "
+            "some space and re-run to continue") from exc
     if is_rank_zero():
         run.mark_done(name, spec.kind, ctx.digest, **(info or {}))
     _barrier()

@@ -90,9 +90,10 @@ def fit_model(ctx: StageContext, module: Any, train_loader: Any, val_loader: Any
     base = ctx.dir / name if name else ctx.dir
     ckpt_dir = base / "checkpoints"
     last = ckpt_dir / "last.ckpt"
-    checkpoint = ModelCheckpoint(dirpath=ckpt_dir, filename="epoch{epoch:03d}",
-                                 save_last=True, save_top_k=0, every_n_epochs=1,
-                                 auto_insert_metric_name=False)
+    # one file, replaced (atomically, SafeCheckpointIO) at the end of every epoch
+    checkpoint = ModelCheckpoint(dirpath=ckpt_dir, filename="last", save_top_k=1,
+                                 save_last=False, every_n_epochs=1,
+                                 enable_version_counter=False)
     trainer = pl.Trainer(
         max_epochs=int(train["epochs"]),
         max_steps=int(train["max_steps"]),

@@ -98,6 +98,10 @@ def config_from_args(args: argparse.Namespace) -> tuple[PipelineConfig, RunDir]:
 def log_to_file(run: RunDir, name: str = "pipeline.log") -> None:
     """Also write the log to ``<run dir>/<name>`` (appending, so re-runs keep the history)."""
     run.root.mkdir(parents=True, exist_ok=True)
-    handler = logging.FileHandler(run.root / name, encoding="utf-8")
+    path = str((run.root / name).resolve())
+    root = logging.getLogger()
+    if any(getattr(h, "baseFilename", None) == path for h in root.handlers):
+        return
+    handler = logging.FileHandler(path, encoding="utf-8")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    logging.getLogger().addHandler(handler)
+    root.addHandler(handler)
