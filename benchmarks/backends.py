@@ -69,35 +69,53 @@ def variants(cuda: bool, ort_cuda: bool, tensorrt: bool) -> list[dict[str, Any]]
 
 
 # --------------------------------------------------------------------------- worker side
-def worker(spec: dict[str, Any]) -> dict[str, Any]:
-    """Measure one backend variant (runs in a subprocess)."""
+def _open(spec: dict[str, Any]) -> Any:
     from mbmt_ros.runtime import open_predictor
 
-    image = np.load(spec["image"], allow_pickle=False)
-    gpu_before = _gpu_used()
-    t0 = time.perf_counter()
     options = dict(spec["options"])
     if spec["device"] == "cpu" and spec.get("threads"):
         options["num_threads"] = spec["threads"]
-    pred = open_predictor(spec["bundle"], backend=spec["backend"], precision=spec["precision"],
+    return open_predictor(spec["bundle"], backend=spec["backend"], precision=spec["precision"],
                           device=spec["device"], **options)
+
+
+def probe(spec: dict[str, Any]) -> dict[str, Any]:
+    """Open one variant alone (subprocess): open time, peak memory, parity with the CPU FP32
+    reference."""
+    image = np.load(spec["image"], allow_pickle=False)
+    gpu_before = _gpu_used()
+    t0 = time.perf_counter()
+    pred = _open(spec)
     open_s = time.perf_counter() - t0
-    for _ in range(spec["warmup"]):
+    for _ in range(3):
         out = pred.predict(image)
-    times = []
-    for _ in range(spec["iters"]):
-        t = time.perf_counter()
-        out = pred.predict(image)
-        times.append((time.perf_counter() - t) * 1e3)
     result = {"open_s": round(open_s, 2), "backend_used": pred.backend, "device": pred.device,
-              "precision": pred.precision, **_stats(times),
-              "peak_rss_mib": _peak_rss_mib()}
+              "precision": pred.precision, "peak_rss_mib": _peak_rss_mib()}
     if pred.device == "cuda":
         result["gpu_mem_mib"] = _gpu_peak(spec["backend"], gpu_before)
-    ref = np.load(spec["reference"], allow_pickle=False)
-    result["parity"] = _parity(out, ref)
+    result["parity"] = _parity(out, np.load(spec["reference"], allow_pickle=False))
     pred.close()
     return result
+
+
+def timing(group: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """Latency of several variants in one process (subprocess), iterations interleaved
+    round-robin so that load changes on a shared machine hit every variant alike."""
+    image = np.load(group["image"], allow_pickle=False)
+    preds = {spec["label"]: _open(spec) for spec in group["specs"]}
+    for _ in range(group["warmup"]):
+        for pred in preds.values():
+            pred.predict(image)
+    labels = list(preds)
+    times: dict[str, list[float]] = {label: [] for label in labels}
+    for i in range(group["iters"]):
+        for label in labels[i % len(labels):] + labels[:i % len(labels)]:
+            t = time.perf_counter()
+            preds[label].predict(image)
+            times[label].append((time.perf_counter() - t) * 1e3)
+    for pred in preds.values():
+        pred.close()
+    return {label: _stats(ms) for label, ms in times.items()}
 
 
 def _peak_rss_mib() -> float:
@@ -174,7 +192,7 @@ def machine() -> dict[str, Any]:
 
 
 def export_bundles(cfg: dict[str, Any], sizes: list[tuple[int, int]], work: Path,
-                   fp16: bool) -> dict[tuple[int, int], Path]:
+                   fp16: bool, reuse: bool = False) -> dict[tuple[int, int], Path]:
     import torch
 
     from mbmt_ros.models import build_model
@@ -185,6 +203,9 @@ def export_bundles(cfg: dict[str, Any], sizes: list[tuple[int, int]], work: Path
     bundles = {}
     for h, w in sizes:
         out = work / f"bundle_{h}x{w}"
+        bundles[(h, w)] = out
+        if reuse and (out / "meta.json").is_file():
+            continue
         t = time.perf_counter()
         export_model(model, out, input_size=(h, w), exporter="torchscript", fp16=fp16,
                      overwrite=True, provenance={"data": "random weights (benchmark)"})
@@ -193,16 +214,15 @@ def export_bundles(cfg: dict[str, Any], sizes: list[tuple[int, int]], work: Path
     return bundles
 
 
-def run_variant(spec: dict[str, Any]) -> dict[str, Any]:
-    proc = subprocess.run([sys.executable, __file__, "--worker", json.dumps(spec)],
+def run_worker(mode: str, payload: dict[str, Any]) -> dict[str, Any]:
+    proc = subprocess.run([sys.executable, __file__, f"--{mode}", json.dumps(payload)],
                           capture_output=True, text=True, cwd=REPO, timeout=3600)
     if proc.returncode != 0:
         return {"error": (proc.stderr.strip().splitlines() or ["failed"])[-1]}
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def markdown(results: list[dict[str, Any]], info: dict[str, Any], params: int,
-             threads: int) -> str:
+def markdown(results: list[dict[str, Any]], info: dict[str, Any], params: int) -> str:
     lines = [
         f"Measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} by "
         "`benchmarks/backends.py`: MBMT-Net (3x EfficientNet-B2, random weights, "
@@ -211,8 +231,7 @@ def markdown(results: list[dict[str, Any]], info: dict[str, Any], params: int,
         "",
         f"Machine: {info['cpu']}, {info['cpu_count']} logical CPUs, {info['ram_gib']} GiB RAM, "
         f"{info.get('gpu', 'no GPU')}; {info['os']}; Python {info['python']}, torch "
-        f"{info['torch']}, onnxruntime {info['onnxruntime']}; CPU backends with "
-        f"{threads or 'their default number of'} intra-op thread(s); "
+        f"{info['torch']}, onnxruntime {info['onnxruntime']}; "
         f"1-min load average at start {info['load_avg_1min']}.",
         "",
         "| input | backend | median ms | p99 ms | frames/s | peak RSS MiB | GPU MiB | "
@@ -234,11 +253,18 @@ def markdown(results: list[dict[str, Any]], info: dict[str, Any], params: int,
             f"{par.get('depth_max_abs', float('nan')):.2g} |")
     lines.append("")
     for size in dict.fromkeys(r["size"] for r in results):
+        by = {(r["label"], r.get("threads", 0)): r["result"] for r in results if r["size"] == size}
+        for threads in dict.fromkeys(r.get("threads", 0) for r in results):
+            ort = next((v for (k, t), v in by.items()
+                        if k.startswith("onnxruntime CPU") and t == threads), {})
+            eager = next((v for (k, t), v in by.items()
+                          if k.startswith("torch CPU") and t == threads), {})
+            if "median_ms" in ort and "median_ms" in eager:
+                what = f"{threads} thread(s)" if threads else "default threads"
+                lines.append(f"- {size}, {what}: ONNX Runtime CPU is "
+                             f"**{eager['median_ms'] / ort['median_ms']:.2f}x** as fast as "
+                             f"PyTorch eager on the CPU (median latency ratio).")
         by = {r["label"]: r["result"] for r in results if r["size"] == size}
-        ort, eager = by.get("onnxruntime CPU fp32", {}), by.get("torch CPU fp32 eager", {})
-        if "median_ms" in ort and "median_ms" in eager:
-            lines.append(f"- {size}: ONNX Runtime CPU is **{eager['median_ms'] / ort['median_ms']:.2f}x** "
-                         f"faster than PyTorch eager on the CPU (median latency).")
         gpu32 = by.get("torch CUDA fp32 eager", {})
         best = by.get("torch CUDA fp16 channels-last + CUDA graphs", {})
         if "median_ms" in gpu32 and "median_ms" in best:
@@ -263,20 +289,25 @@ def write_doc(table: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    parser.add_argument("--probe", help=argparse.SUPPRESS)
+    parser.add_argument("--timing", help=argparse.SUPPRESS)
     parser.add_argument("--sizes", nargs="+", default=["288x384", "480x640"])
     parser.add_argument("--iters", type=int, default=50)
     parser.add_argument("--warmup", type=int, default=10)
-    parser.add_argument("--threads", type=int, default=0,
-                        help="CPU threads for every CPU backend (default: each library's own "
-                             "default, the physical cores)")
+    parser.add_argument("--threads", type=int, nargs="+", default=[0],
+                        help="CPU intra-op threads for the CPU backends; several values measure "
+                             "each (default 0: each library's own default, the physical "
+                             "cores)")
     parser.add_argument("--tiny", action="store_true", help="tiny model (smoke test)")
     parser.add_argument("--no-docs", action="store_true", help="do not touch docs/benchmarks.md")
     parser.add_argument("--work", help="folder for bundles (default: a temporary folder)")
+    parser.add_argument("--reuse-bundles", action="store_true",
+                        help="reuse bundles already exported into --work")
     parser.add_argument("--json", default=str(REPO / "benchmarks" / "results" / "backends.json"))
     args = parser.parse_args(argv)
-    if args.worker:
-        print(json.dumps(worker(json.loads(args.worker))))
+    if args.probe or args.timing:
+        job = probe if args.probe else timing
+        print(json.dumps(job(json.loads(args.probe or args.timing))))
         return 0
 
     import torch
@@ -293,7 +324,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg = TINY if args.tiny else MBMT_PAPER
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(args.work or tmp)
-        bundles = export_bundles(cfg, sizes, work, fp16=cuda)
+        bundles = export_bundles(cfg, sizes, work, fp16=cuda, reuse=args.reuse_bundles)
         from mbmt_ros.runtime import open_predictor
 
         results = []
@@ -304,22 +335,33 @@ def main(argv: list[str] | None = None) -> int:
             with open_predictor(bundle, backend="onnxruntime", precision="fp32",
                                 device="cpu") as ref:
                 np.savez(work / "reference.npz", **ref.predict(image))
-            for spec in specs:
-                job = {**spec, "bundle": str(bundle), "image": str(work / "image.npy"),
-                       "reference": str(work / "reference.npz"), "iters": args.iters,
-                       "threads": args.threads,
-                       "warmup": args.warmup}
-                result = run_variant(job)
-                print(f"{h}x{w} {spec['label']}: {json.dumps(result)}", flush=True)
-                results.append({"size": f"{h}x{w}", "label": spec["label"], "result": result})
+            common = {"bundle": str(bundle), "image": str(work / "image.npy"),
+                      "reference": str(work / "reference.npz")}
+            for n, threads in enumerate(args.threads):
+                group = []
+                for spec in specs:
+                    if spec["device"] != "cpu" and n > 0:
+                        continue  # GPU variants once, with the first thread setting
+                    label = spec["label"] + (f", {threads} thread{'s' * (threads > 1)}"
+                                             if threads and spec["device"] == "cpu" else "")
+                    group.append({**spec, **common, "label": label, "threads": threads})
+                timed = run_worker("timing", {"image": common["image"], "specs": group,
+                                              "iters": args.iters, "warmup": args.warmup})
+                for job in group:
+                    result = {**run_worker("probe", job),
+                              **timed.get(job["label"], {"error": timed.get("error", "?")})}
+                    print(f"{h}x{w} {job['label']}: {json.dumps(result)}", flush=True)
+                    results.append({"size": f"{h}x{w}", "label": job["label"],
+                                    "threads": threads if job["device"] == "cpu" else 0,
+                                    "result": result})
         from mbmt_ros.models import build_model
 
         params = sum(p.numel() for p in build_model(cfg, load_weights=False).parameters())
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.json).write_text(json.dumps({"machine": info, "config": cfg, "threads": args.threads,
+    Path(args.json).write_text(json.dumps({"machine": info, "config": cfg,
                                            "iters": args.iters, "results": results},
                                           indent=2) + "\n")
-    table = markdown(results, info, params, args.threads)
+    table = markdown(results, info, params)
     print(table)
     if not args.no_docs:
         write_doc(table)

@@ -69,8 +69,8 @@ def test_demo_ci_budget_end_to_end_then_reuses_finished_stages(tmp_path: Path) -
     assert abs(metrics["segmentation"]["miou"] - torch_metrics["segmentation"]["miou"]) < 5.0
 
     node = summary["node"]
-    assert node["frames"] == CI_VAL_FRAMES and node["output_rate_hz"] > 0
-    assert 0 < node["latency_p50_ms"] < 10_000
+    assert node["frames"] == CI_VAL_FRAMES and node["output_rate_hz"] > 0, node
+    assert 0 < node["latency_p50_ms"] < 10_000, node
 
     # second run: data and every stage reused, the node measured and scored again
     second = _demo(out)

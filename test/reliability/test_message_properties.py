@@ -15,43 +15,18 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 pytest.importorskip("rclpy")
+from message_strategies import U32, image_messages  # noqa: E402
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image  # noqa: E402
 
 from mbmt_ros.errors import MbmtError  # noqa: E402
 from mbmt_ros.ros.compressed import decode_compressed  # noqa: E402
 from mbmt_ros.ros.errors import ImageConversionError, NodeParameterError  # noqa: E402
-from mbmt_ros.ros.image_conversions import ENCODINGS, image_to_numpy, to_rgb8  # noqa: E402
+from mbmt_ros.ros.image_conversions import image_to_numpy, to_rgb8  # noqa: E402
 from mbmt_ros.ros.params import PARAMETERS, NodeParams, validate_params  # noqa: E402
 from mbmt_ros.ros.pointcloud import intrinsics_from_camera_info  # noqa: E402
 
-SETTINGS = settings(max_examples=120, deadline=None,
+SETTINGS = settings(max_examples=80, deadline=None,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-U32 = 2**32 - 1
-
-encodings = st.one_of(st.sampled_from(sorted(ENCODINGS)), st.text(max_size=12),
-                      st.sampled_from(["RGB8", "bgr16", "jpeg", "yuv420", "8UC2", ""]))
-small = st.integers(0, 40)
-dims = st.one_of(small, st.integers(0, U32))
-
-
-@st.composite
-def image_messages(draw: st.DrawFn) -> Image:
-    """Images whose fields are sometimes consistent and often not."""
-    encoding = draw(encodings)
-    height, width = draw(dims), draw(dims)
-    info = ENCODINGS.get(encoding)
-    row = width * (info.bytes_per_pixel if info else 3)
-    step = draw(st.one_of(st.just(row), st.integers(row, row + 16), st.integers(0, U32)))
-    step = min(step, U32)
-    total = step * height
-    length = draw(st.one_of(st.just(total), st.integers(0, 4096))) if total <= 20000 \
-        else draw(st.integers(0, 4096))
-    msg = Image()
-    msg.height, msg.width, msg.step, msg.encoding = height, width, step, encoding
-    msg.is_bigendian = draw(st.integers(0, 1))
-    msg.data = array.array("B", draw(st.binary(min_size=length, max_size=length)))
-    return msg
-
 
 @SETTINGS
 @given(image_messages())

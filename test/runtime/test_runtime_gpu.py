@@ -14,7 +14,7 @@ from mbmt_ros.runtime import open_predictor
 pytestmark = pytest.mark.gpu
 
 #: FP16 vs FP32 bounds (tiny random-init model: logits are close, so agreement is looser).
-SEG_AGREEMENT_FP16 = 0.98
+SEG_AGREEMENT_FP16 = 0.95
 DEPTH_ATOL_FP16 = 5e-2
 NORMALS_ATOL_FP16 = 5e-2
 

@@ -221,9 +221,18 @@ def test_evaluate_command_on_checkpoints_and_bundles(tiny_run, tmp_path):
 
 
 def cli(capsys, *args: str) -> tuple[int, str]:
+    import logging
+
     from training.cli import main
 
-    code = main(list(args))
+    root = logging.getLogger()
+    before = list(root.handlers)
+    try:
+        code = main(list(args))
+    finally:  # drop the handlers main() added (stderr under capsys, the run's log file)
+        for handler in [h for h in root.handlers if h not in before]:
+            root.removeHandler(handler)
+            handler.close()
     return code, capsys.readouterr().err
 
 

@@ -185,7 +185,7 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
     fit_model(ctx, MultiTaskModule(build_model(cfg), ctx.train), clean, None)
     last = ctx.dir / "checkpoints" / "last.ckpt"
     good = last.read_bytes()
-    assert load_resume_state(last)["epoch"] == 1  # one finished epoch
+    assert load_resume_state(last)["global_step"] == 2  # one finished epoch: 4 items, batch 2
 
     ctx = _stage_ctx(tmp_path, epochs=3)
     poisoned = DataLoader(_ListDataset(_items(4, poison=True)), batch_size=2)

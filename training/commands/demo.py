@@ -19,15 +19,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, default=Path("runs/demo"),
                         help="output folder (default runs/demo); re-use it to resume")
     parser.add_argument("--budget", choices=("full", "ci"), default="full",
-                        help="full: the README's main job (~15 min on 2 CPU cores); ci: the "
-                             "same steps on less data and fewer epochs (~2-3 min)")
+                        help="full (default): the README's main job (about 5 min on 2 CPU "
+                             "cores, at most ~15); ci: the same steps on less data and fewer "
+                             "epochs (1-3 min)")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
                         help="auto (default): a CUDA GPU when there is one, else the CPU")
     parser.add_argument("--config", type=Path, default=None,
                         help="pipeline config (default config/train/tiny.yaml)")
     parser.add_argument("--threads", type=int, default=0,
-                        help="CPU threads per process (OMP_NUM_THREADS); 0 (default): the "
-                             "libraries' choice. 1 is much faster on a busy machine")
+                        help="CPU threads per process (OMP_NUM_THREADS); 0 (default): 1 on "
+                             "machines with 2 cores or fewer, where busy-waiting OpenMP threads "
+                             "make training many times slower under any other load, else the "
+                             "libraries' choice")
     parser.add_argument("--no-progress", action="store_true",
                         help="no progress bar for the node's outputs")
 

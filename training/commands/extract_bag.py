@@ -31,6 +31,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="segmentation classes (default 13: NYU13)")
     parser.add_argument("--split", choices=("train", "val"), default="train",
                         help="split the frames go to (default train)")
+    parser.add_argument("--val-fraction", type=float, default=0.0, metavar="F",
+                        help="put the last F of the frames (in time order) into val/ "
+                             "(default 0: all frames go to --split)")
     parser.add_argument("--out", required=True, metavar="DATASET", help="output folder")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace DATASET if it exists (only once the new one is complete)")
@@ -44,9 +47,10 @@ def run(args: argparse.Namespace) -> int:
     report = extract_bag(args.bag, args.out, args.rgb, args.depth, args.camera_info,
                          labels_dir=args.labels, tolerance_ms=args.tolerance_ms,
                          camera=camera, num_classes=args.num_classes, split=args.split,
-                         overwrite=args.overwrite)
+                         overwrite=args.overwrite, val_fraction=args.val_fraction)
+    where = f"{report.out}/{args.split}/" + (" and val/" if args.val_fraction > 0 else "")
     print(f"{report.frames} frames ({report.labelled} with segmentation labels) written to "
-          f"{report.out}/{args.split}/")
+          f"{where}")
     if report.unmatched_rgb or report.unmatched_depth:
         print(f"unpaired: {len(report.unmatched_rgb)} colour frames without depth, "
               f"{len(report.unmatched_depth)} depth frames without colour (stamps in "

@@ -115,8 +115,13 @@ def extract_bag(bag: str | Path, out: str | Path, rgb_topic: str, depth_topic: s
                 info_topic: str | None = None, labels_dir: str | Path | None = None,
                 tolerance_ms: float = 20.0, camera: CameraIntrinsics | None = None,
                 num_classes: int = len(NYU13_CLASSES), split: str = "train",
-                overwrite: bool = False, edge_threshold: float = 0.03) -> ExtractReport:
-    """Write every paired frame of ``bag`` in time order to ``out/<split>/`` (see module doc)."""
+                overwrite: bool = False, edge_threshold: float = 0.03,
+                val_fraction: float = 0.0) -> ExtractReport:
+    """Write every paired frame of ``bag`` in time order to ``out/<split>/`` (see module doc);
+    with ``val_fraction`` > 0 the last ``round(frames x val_fraction)`` frames go to ``val/``
+    instead (index 0 first), so a training run has frames to validate on."""
+    if not 0.0 <= val_fraction < 1.0:
+        raise DataError(f"--val-fraction must be in [0, 1), got {val_fraction}")
     bag = Path(bag)
     tolerance_ns = int(round(tolerance_ms * 1e6))
     labels = label_files(labels_dir)
@@ -154,6 +159,7 @@ def extract_bag(bag: str | Path, out: str | Path, rgb_topic: str, depth_topic: s
         if camera is None:
             log.warning("no --camera-info topic: surface normals are not derived")
         rank = {r: i for i, (r, _) in enumerate(pairs)}
+        n_train = len(pairs) - int(round(len(pairs) * val_fraction))
         partner = {d: r for r, d in pairs}
         unused = sorted(str(p) for s, p in labels.items() if s not in rank)
         if unused:
@@ -191,7 +197,10 @@ def extract_bag(bag: str | Path, out: str | Path, rgb_topic: str, depth_topic: s
                                       edge_threshold, f"bag:{bag.name}:{rgb_topic}")
                 labelled += sample.segmentation is not None
                 size = (rgb.shape[1], rgb.shape[0])
-                writer.add(sample, split, rank[key])
+                if rank[key] < n_train:
+                    writer.add(sample, split, rank[key])
+                else:  # held back for validation (--val-fraction)
+                    writer.add(sample, "val", rank[key] - n_train)
             if camera is not None and size is not None:
                 if (camera.width, camera.height) != size:
                     camera = camera.scaled(*size)

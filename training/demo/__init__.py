@@ -10,13 +10,19 @@ steps), :mod:`~training.demo.ros_session` (the ROS part, one process in the name
 """
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 from training.demo.budget import BUDGETS, Budget, get_budget
 
 __all__ = ["BUDGETS", "Budget", "get_budget", "run_demo"]
 
 
-def run_demo(*args, **kwargs):  # noqa: ANN002, ANN003 - thin lazy re-export
+def run_demo(out: str | Path, budget: str = "full", device: str = "auto",
+             config: str | Path | None = None, progress: bool = True,
+             threads: int = 0) -> dict[str, Any]:
     """See :func:`training.demo.orchestrate.run_demo` (imported lazily: it is heavy)."""
     from training.demo.orchestrate import run_demo as _run_demo
 
-    return _run_demo(*args, **kwargs)
+    return _run_demo(out, budget=budget, device=device, config=config, progress=progress,
+                     threads=threads)

@@ -105,10 +105,17 @@ def _stamp_ns(msg: Any) -> int:
 
 
 def write_replay_bag(source: str | Path, out: str | Path, stamps: Iterable[int],
-                     topics: tuple[str, ...] = (IMAGE_TOPIC, INFO_TOPIC)) -> int:
+                     topics: tuple[str, ...] = (IMAGE_TOPIC, INFO_TOPIC),
+                     lead_in_s: float = 1.0) -> int:
     """Copy the messages of ``topics`` whose header stamp is in ``stamps`` from ``source`` to a
     new bag ``out``; returns the number of image frames copied (a DataError if some are
-    missing, naming them)."""
+    missing, naming them).
+
+    With ``lead_in_s`` > 0 the first copied CameraInfo (``topics[1]``) is also written that
+    many seconds before the first frame: ``mbmt-replay --wait-for-subscribers`` then waits
+    until a subscriber of the CameraInfo topic (the demo's recorder) is matched too, and the
+    pause lets every subscriber match before the first image is published.
+    """
     wanted = set(int(s) for s in stamps)
     found: set[int] = set()
     kept: list[RawMessage] = []
@@ -122,6 +129,10 @@ def write_replay_bag(source: str | Path, out: str | Path, stamps: Iterable[int],
     if missing:
         raise DataError(f"bag {source} has no {topics[0]} frame with stamp(s) {missing[:5]} "
                         f"({len(missing)} missing); re-generate the dataset")
+    infos = [m for m in kept if len(topics) > 1 and m[0] == topics[1]]
+    if lead_in_s > 0 and infos and kept:
+        first = min(m[2] for m in kept)
+        kept.insert(0, (infos[0][0], infos[0][1], first - int(lead_in_s * 1e9), infos[0][3]))
     write_bag(out, kept)
     return len(found)
 

@@ -92,9 +92,12 @@ def _export_stage(stages: list[dict[str, Any]], config: Path) -> dict[str, Any]:
 
 def _child_env(device: str, threads: int) -> dict[str, str]:
     """Environment of the pipeline and ROS processes: CPU-only when asked, and ``threads``
-    intra-op threads (OpenMP / MKL / torch) when > 0 - one thread avoids the huge slow-down of
-    busy-waiting OpenMP threads on a loaded small machine."""
+    intra-op threads (OpenMP / MKL / torch) when > 0; 0 means 1 on a machine with 2 cores or
+    fewer (busy-waiting OpenMP threads make training many times slower there as soon as
+    anything else runs) and the libraries' default elsewhere."""
     env = dict(os.environ)
+    if threads == 0 and (os.cpu_count() or 1) <= 2:
+        threads = 1
     if device == "cpu":
         env["CUDA_VISIBLE_DEVICES"] = ""  # every stage (training, pseudo labels, eval) on CPU
     if threads > 0:
@@ -159,8 +162,10 @@ def _run(out: Path, budget: str, device: str, config: str | Path | None, progres
                             f"messages above and {run_dir / 'pipeline.log'}, then re-run the "
                             "demo: it resumes where it stopped")
     export = _export_stage(stages, config)
-    done = json.loads((run_dir / export["name"] / "done.json").read_text(encoding="utf-8"))
-    bundle = Path(done["bundle"])
+    bundle = run_dir / str(export["name"]) / "bundle"  # where the export stage writes it
+    if not (bundle / "meta.json").is_file():
+        done = json.loads((run_dir / export["name"] / "done.json").read_text(encoding="utf-8"))
+        bundle = Path(done["bundle"])
 
     # 2. the recording's val frames
     data_root = run_dir / "data"

@@ -2,16 +2,16 @@
 
 It subscribes to the perception node's ``~/segmentation``, ``~/depth`` and ``~/normals``
 (serialised messages, ``raw=True``: they go to the output bag unchanged), to the camera
-image the replay publishes and to ``/diagnostics``. Every message is kept with its receive
-time, so the latency of a frame is measured in one process with one clock: the time the
-last of its outputs arrived minus the time its input image arrived (both over DDS; the
-replay -> recorder hop roughly cancels the replay -> node hop). Frames are matched by
-header stamp, as everywhere in the demo.
+image the replay publishes, to its CameraInfo (only so that ``mbmt-replay
+--wait-for-subscribers`` waits for this recorder as well as for the node) and to
+``/diagnostics``. Times come from the middleware (``MessageInfo``, system clock): the
+latency of a frame is the time the last of its outputs was received here minus the time
+the replay published its image - the whole way camera -> node -> consumer over DDS. Frames
+are matched by header stamp, as everywhere in the demo.
 """
 from __future__ import annotations
 
 import threading
-import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,7 +28,8 @@ _IMAGE = "sensor_msgs/msg/Image"
 
 @dataclass
 class RecordedFrame:
-    """One input frame: when it arrived and when each of its outputs arrived (ns)."""
+    """One input frame: when it was published and when each of its outputs arrived (ns,
+    system clock)."""
 
     stamp_ns: int
     input_ns: int | None = None
@@ -40,21 +41,25 @@ def _stamp(msg: Any) -> int:
 
 
 class OutputRecorder:
-    """Record the outputs of ``node_name`` (e.g. ``/perception_node``) on ``node``.
+    """Record the outputs of ``node_name`` (e.g. ``/perception_node``) on ``node``; the
+    publication time of each image on ``input_topic`` is the frame's input time;
+    ``info_topic`` (optional) is subscribed only to be waited for.
 
     ``node`` is an rclpy node the caller spins; callbacks may run on any executor thread.
     """
 
-    def __init__(self, node: Any, node_name: str, input_topic: str,
+    def __init__(self, node: Any, node_name: str, input_topic: str, info_topic: str = "",
                  tasks: tuple[str, ...] = tuple(OUTPUT_TOPICS)) -> None:
         from diagnostic_msgs.msg import DiagnosticArray
         from rclpy.qos import QoSProfile, ReliabilityPolicy
-        from sensor_msgs.msg import Image
+        from sensor_msgs.msg import CameraInfo, Image
 
         self._node = node
         self._lock = threading.Lock()
         self.topics = {task: f"{node_name.rstrip('/')}/{OUTPUT_TOPICS[task]}" for task in tasks}
-        self.messages: list[tuple[str, str, int, bytes]] = []
+        #: (topic, stamp) -> (topic, msgtype, receive time, CDR): the latest output of a
+        #: frame per topic (a frame re-sent after a drop is recorded once)
+        self.messages: dict[tuple[str, int], tuple[str, str, int, bytes]] = {}
         self.frames: dict[int, RecordedFrame] = {}
         #: the node's last diagnostics values, and the last ones of a period with output
         self.diagnostics: dict[str, str] = {}
@@ -64,6 +69,9 @@ class OutputRecorder:
                                                raw=True)
                       for task, topic in self.topics.items()]
         self._subs.append(node.create_subscription(Image, input_topic, self._on_input, reliable))
+        if info_topic:
+            self._subs.append(node.create_subscription(CameraInfo, info_topic,
+                                                       lambda _msg: None, reliable))
         self._subs.append(node.create_subscription(DiagnosticArray, "/diagnostics",
                                                    self._on_diagnostics, 10))
         self._node_name = node_name.strip("/")
@@ -78,21 +86,19 @@ class OutputRecorder:
         from rclpy.serialization import deserialize_message
         from sensor_msgs.msg import Image
 
-        def callback(data: bytes) -> None:
-            now = time.monotonic_ns()
+        def callback(data: bytes, info: Any) -> None:
+            now = int(info["received_timestamp"])
             stamp = _stamp(deserialize_message(data, Image))
             with self._lock:  # log time = receive time, as `ros2 bag record` does
-                self.messages.append((topic, _IMAGE, time.time_ns(), bytes(data)))
+                self.messages[(topic, stamp)] = (topic, _IMAGE, now, bytes(data))
                 self._frame(stamp).outputs_ns[task] = now
 
         return callback
 
-    def _on_input(self, msg: Any) -> None:
-        now = time.monotonic_ns()
-        with self._lock:
-            frame = self._frame(_stamp(msg))
-            if frame.input_ns is None:
-                frame.input_ns = now
+    def _on_input(self, msg: Any, info: Any) -> None:
+        sent = int(info["source_timestamp"])
+        with self._lock:  # the latest publication: a frame re-sent after a drop starts again
+            self._frame(_stamp(msg)).input_ns = sent
 
     def _on_diagnostics(self, msg: Any) -> None:
         for status in msg.status:
@@ -118,7 +124,7 @@ class OutputRecorder:
                                 dict[str, dict[str, str]]]:
         """Copies of the messages, the frames and ``{"last": ..., "active": ...}`` diagnostics."""
         with self._lock:
-            return list(self.messages), dict(self.frames), {
+            return list(self.messages.values()), dict(self.frames), {
                 "last": dict(self.diagnostics), "active": dict(self.diagnostics_active)}
 
 

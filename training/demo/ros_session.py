@@ -25,7 +25,14 @@ from pathlib import Path
 from typing import Any
 
 from mbmt_ros.io import atomic_write_json
-from training.demo.bags import IMAGE_TOPIC, bag_summary, read_messages, write_bag
+from training.demo.bags import (
+    IMAGE_TOPIC,
+    INFO_TOPIC,
+    bag_summary,
+    read_messages,
+    write_bag,
+    write_replay_bag,
+)
 from training.errors import TrainingError
 
 __all__ = ["NODE_NAME", "main", "run_session", "node_command", "replay_command"]
@@ -48,10 +55,10 @@ def node_command(bundle: Path, backend: str, device: str, precision: str) -> lis
 
 
 def replay_command(bag: Path, rate: float) -> list[str]:
-    """``mbmt-replay`` of the camera topic of ``bag`` at ``rate`` x recorded speed."""
-    return [sys.executable, "-m", "mbmt_ros.ros.replay", str(bag), "--topic", IMAGE_TOPIC,
-            "--rate", str(rate), "--wait-for-subscribers", "30", "--linger", "1.0",
-            "--qos-depth", "50"]
+    """``mbmt-replay`` of ``bag`` (camera image + CameraInfo) at ``rate`` x recorded speed;
+    it waits until both topics have subscribers (the node and the recorder)."""
+    return [sys.executable, "-m", "mbmt_ros.ros.replay", str(bag), "--rate", str(rate),
+            "--wait-for-subscribers", "30", "--linger", "1.0", "--qos-depth", "50"]
 
 
 def _tail(path: Path, lines: int = 5) -> str:
@@ -109,7 +116,7 @@ def run_session(bundle: Path, bag: Path, out: Path, backend: str = "onnxruntime"
     context = rclpy.Context()
     rclpy.init(context=context)
     node = rclpy.create_node("mbmt_demo_recorder", context=context)
-    recorder = OutputRecorder(node, f"/{NODE_NAME}", IMAGE_TOPIC)
+    recorder = OutputRecorder(node, f"/{NODE_NAME}", IMAGE_TOPIC, INFO_TOPIC)
     executor = MultiThreadedExecutor(num_threads=2, context=context)
     executor.add_node(node)
     spinner = threading.Thread(target=executor.spin, daemon=True)
@@ -140,8 +147,7 @@ def run_session(bundle: Path, bag: Path, out: Path, backend: str = "onnxruntime"
                 first_missing = len(pending)
             if pending:  # dropped by the node (it keeps only the newest frame): send them again
                 replay_bag = out / "retry_bag"
-                write_bag(replay_bag, [(t, m, lt, d) for t, m, lt, d, msg in read_messages(
-                    bag, lambda t, _m: t == IMAGE_TOPIC) if _stamp(msg) in pending])
+                write_replay_bag(bag, replay_bag, pending)
         if bar is not None:
             bar.close()
         time.sleep(0.6)  # one more diagnostics period
@@ -166,10 +172,6 @@ def run_session(bundle: Path, bag: Path, out: Path, backend: str = "onnxruntime"
     }
     atomic_write_json(out / "session.json", record)
     return record
-
-
-def _stamp(msg: Any) -> int:
-    return int(msg.header.stamp.sec) * 1_000_000_000 + int(msg.header.stamp.nanosec)
 
 
 def _progress(total: int, enabled: bool) -> Any:

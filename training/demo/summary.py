@@ -113,7 +113,7 @@ def format_summary(s: dict[str, Any]) -> str:
               "ground truth by header stamp and scored with `mbmt-train score`.", "",
               metrics_table(columns), "",
               "| node | value |", "|---|---|",
-              f"| latency p50 / p90 / max (input received -> last output received) | "
+              f"| latency p50 / p90 / max (image published -> its last output received, over DDS) | "
               f"{_fmt(node['latency_p50_ms'])} / {_fmt(node['latency_p90_ms'])} / "
               f"{_fmt(node['latency_max_ms'])} ms |",
               f"| inference median (node diagnostics) | {_fmt(node['inference_median_ms'])} ms |",
