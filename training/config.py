@@ -253,6 +253,10 @@ def _parse_stages(value: Any, train: dict[str, Any], where: str) -> tuple[StageS
         if unknown:
             raise ConfigError(f"{here}.train: unknown key(s) {unknown}; allowed: {sorted(TRAIN_DEFAULTS)}")
         stage_train = deep_merge(train, overrides)
+        if "weighting" in overrides and overrides["weighting"] != train["weighting"]:
+            # another method's options would be unknown to it: take only the stage's own
+            stage_train["weighting_options"] = copy.deepcopy(
+                overrides.get("weighting_options") or {})
         _check_train(stage_train, f"{here}.train")
         allowed = STAGE_KINDS[kind]
         unknown = sorted(set(entry) - set(allowed))

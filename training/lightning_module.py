@@ -6,6 +6,12 @@ MT, MBMT, teacher and student stages differ only in config. The multi-modal teac
 extra input (depth in metres, or a one-hot segmentation) from the batch's labels via
 :func:`teacher_extra_input`.
 
+Models with ``deep_supervision = True`` (MTI-Net and the MTI teacher) are asked for their
+initial per-scale predictions while training: each task's initial losses are added to its
+final loss (same weight, as MTI-Net trains them) and the front-end-only auxiliary tasks
+(``edges``) add their unweighted sum. A weighting with an ``lr`` attribute (MT-UNet's learned
+weights) gets its own optimiser parameter group at that learning rate.
+
 A non-finite loss stops training with a :class:`~training.errors.TrainingError` before the
 optimiser step, so the last checkpoint on disk is the last good state.
 """
@@ -22,6 +28,7 @@ from mbmt_ros.tasks import DEPTH, SEGMENTATION
 from training.errors import ConfigError, TrainingError
 from training.losses import compute_losses
 from training.weighting import make_weighting
+from training.weighting.base import Weighting
 
 __all__ = ["MultiTaskModule", "teacher_extra_input", "model_inputs"]
 
@@ -66,26 +73,65 @@ class MultiTaskModule(pl.LightningModule):
                                         **(train_cfg.get("weighting_options") or {}))
         self._epoch_sums: dict[str, float] = {}
         self._epoch_counts: dict[str, int] = {}
+        #: the last training step's unweighted auxiliary (front-end-only) loss, or None
+        self._aux_loss: torch.Tensor | None = None
+        self._outputs: dict[str, torch.Tensor] = {}
 
     def forward(self, *inputs: torch.Tensor) -> dict[str, torch.Tensor]:
         return self.model(*inputs)
 
+    @property
+    def deep_supervision(self) -> bool:
+        """True when the model's initial predictions are supervised (MTI-Net)."""
+        return bool(getattr(self.model, "deep_supervision", False))
+
     def _step_losses(self, batch: Mapping[str, Any]) -> dict[str, torch.Tensor]:
-        outputs = self.model(*model_inputs(self.model, batch))
-        return compute_losses(outputs, batch, self.loss_tasks)
+        """Per-task losses of one batch; in training, deep supervision's initial-prediction
+        losses are added to their task's loss and the auxiliary loss is kept in ``_aux_loss``."""
+        inputs = model_inputs(self.model, batch)
+        self._aux_loss = None
+        if not (self.training and self.deep_supervision):
+            self._outputs = self.model(*inputs)
+            return compute_losses(self._outputs, batch, self.loss_tasks)
+        from mbmt_ros.models.mtinet import deep_supervision_losses
+
+        self._outputs, aux = self.model(*inputs, return_aux=True)
+        losses = compute_losses(self._outputs, batch, self.loss_tasks)
+        initial, self._aux_loss = deep_supervision_losses(
+            aux, batch, self.loss_tasks, getattr(self.model, "aux_tasks", ()), compute_losses)
+        for task, value in initial.items():
+            losses[task] = losses[task] + value if task in losses else value
+        return losses
+
+    def _no_loss(self) -> torch.Tensor | None:
+        """What a step without any labelled pixel returns: nothing (the step is skipped) in
+        one process; under DDP a zero loss through every output, because all ranks must run
+        the same backward and all-reduce (find_unused_parameters covers the rest)."""
+        trainer = self._trainer
+        if trainer is None or trainer.world_size <= 1:
+            return None
+        return torch.stack([o.sum() for o in self._outputs.values()]).sum() * 0.0
 
     def training_step(self, batch: Mapping[str, Any], batch_idx: int) -> torch.Tensor | None:
         losses = self._step_losses(batch)
-        bad = {t: float(v.detach()) for t, v in losses.items() if not torch.isfinite(v).all()}
+        checked = dict(losses)
+        if self._aux_loss is not None:
+            checked["auxiliary"] = self._aux_loss
+        bad = {t: float(v.detach()) for t, v in checked.items() if not torch.isfinite(v).all()}
         if bad:
             raise TrainingError(
                 f"non-finite loss at epoch {self.current_epoch}, step {self.global_step}: {bad}; "
                 "training stopped before this step, the last good checkpoint is kept - lower the "
                 "learning rate (train.lr) or check the data for NaN/inf values"
             )
-        if not losses:
-            return None  # no labelled pixel of any task in this batch
-        total = self.weighting(losses)
+        if not losses and self._aux_loss is None:
+            return self._no_loss()  # no labelled pixel of any task in this batch
+        self._outputs = {}  # the graph is held by the losses; drop the reference
+        total = self.weighting(losses) if losses else self._aux_loss.new_zeros(())
+        if self._aux_loss is not None:
+            total = total + self._aux_loss
+            self.log("train/loss_auxiliary", self._aux_loss.detach(), on_step=True,
+                     on_epoch=True, batch_size=batch["image"].shape[0])
         for task, value in losses.items():
             v = float(value.detach())
             self._epoch_sums[task] = self._epoch_sums.get(task, 0.0) + v
@@ -112,6 +158,7 @@ class MultiTaskModule(pl.LightningModule):
 
     def validation_step(self, batch: Mapping[str, Any], batch_idx: int) -> None:
         losses = self._step_losses(batch)
+        self._outputs = {}
         n = batch["image"].shape[0]
         for task, value in losses.items():
             self.log(f"val/loss_{task}", value, on_epoch=True, sync_dist=True, batch_size=n)
@@ -119,17 +166,32 @@ class MultiTaskModule(pl.LightningModule):
             total = torch.stack([v for v in losses.values()]).sum()
             self.log("val/loss", total, prog_bar=True, on_epoch=True, sync_dist=True, batch_size=n)
 
-    def configure_optimizers(self) -> torch.optim.Optimizer:
-        params = [p for p in self.parameters() if p.requires_grad]
+    def parameter_groups(self) -> list[dict[str, Any]]:
+        """The optimiser's parameter groups: every trainable parameter at ``train.lr``, except
+        a weighting's learned parameters when it names its own ``lr`` (MT-UNet's Eq. 5 weights,
+        1e-3 in the paper): those form a second group at that rate, without weight decay."""
+        own_lr = getattr(self.weighting, "lr", None)
+        separate = (isinstance(self.weighting, Weighting) and own_lr is not None
+                    and any(p.requires_grad for p in self.weighting.parameters()))
+        skip = {id(p) for p in self.weighting.parameters()} if separate else set()
+        params = [p for p in self.parameters() if p.requires_grad and id(p) not in skip]
         if not params:
             raise ConfigError("the model has no trainable parameters (everything is frozen)")
+        groups: list[dict[str, Any]] = [{"params": params}]
+        if separate:
+            groups.append({"params": [p for p in self.weighting.parameters() if p.requires_grad],
+                           "lr": float(own_lr), "weight_decay": 0.0, "name": "weighting"})
+        return groups
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        groups = self.parameter_groups()
         cfg = self.train_cfg
         name, lr, wd = cfg["optimizer"], float(cfg["lr"]), float(cfg.get("weight_decay", 0.0))
         if name == "adam":
-            return torch.optim.Adam(params, lr=lr, weight_decay=wd)
+            return torch.optim.Adam(groups, lr=lr, weight_decay=wd)
         if name == "adamw":
-            return torch.optim.AdamW(params, lr=lr, weight_decay=wd)
-        return torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=wd)
+            return torch.optim.AdamW(groups, lr=lr, weight_decay=wd)
+        return torch.optim.SGD(groups, lr=lr, momentum=0.9, weight_decay=wd)
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         # A finite loss can still give non-finite gradients; refuse to write NaN into the

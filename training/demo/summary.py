@@ -116,7 +116,7 @@ def format_summary(s: dict[str, Any]) -> str:
               f"| latency p50 / p90 / max (image published -> its last output received, over DDS) | "
               f"{_fmt(node['latency_p50_ms'])} / {_fmt(node['latency_p90_ms'])} / "
               f"{_fmt(node['latency_max_ms'])} ms |",
-              f"| inference median (node diagnostics) | {_fmt(node['inference_median_ms'])} ms |",
+              f"| backend inference median (node diagnostics, its last busy period) | {_fmt(node['inference_median_ms'])} ms |",
               f"| output rate | {_fmt(node['output_rate_hz'])} Hz |",
               f"| frames dropped by the node on the first pass (re-sent) | "
               f"{node['dropped_first_pass']} |", ""]

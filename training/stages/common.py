@@ -20,8 +20,8 @@ from training.config import PipelineConfig, StageSpec
 from training.errors import TrainingError
 from training.run_dir import RunDir, config_digest
 
-__all__ = ["StageContext", "fit_model", "resolve_precision", "seed_everything", "is_rank_zero",
-           "save_stage_model"]
+__all__ = ["StageContext", "fit_model", "resolve_precision", "resolve_strategy",
+           "seed_everything", "is_rank_zero", "save_stage_model"]
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +73,26 @@ def resolve_precision(train: dict[str, Any]) -> str:
     return "32-true"
 
 
+#: DDP strategy names that Lightning also offers with ``_find_unused_parameters_true``
+_DDP_STRATEGIES = ("ddp", "ddp_spawn", "ddp_fork", "ddp_notebook")
+
+
+def resolve_strategy(train: dict[str, Any]) -> str:
+    """``train.strategy`` with DDP's unused-parameter search switched on.
+
+    A batch may lack a task's labels (imbalanced splits, pseudo labels) - its head then gets no
+    gradient - and teachers predict tasks they are not trained on, so plain DDP would fail
+    ("Expected to have finished reduction in the prior iteration"). ``ddp`` therefore means
+    Lightning's ``ddp_find_unused_parameters_true`` (likewise ``ddp_spawn`` / ``ddp_fork``);
+    an explicit ``..._find_unused_parameters_false`` is kept for models that use every
+    parameter in every step.
+    """
+    strategy = train.get("strategy", "auto")
+    if isinstance(strategy, str) and strategy in _DDP_STRATEGIES:
+        return f"{strategy}_find_unused_parameters_true"
+    return strategy
+
+
 def fit_model(ctx: StageContext, module: Any, train_loader: Any, val_loader: Any | None,
               name: str | None = None) -> Any:
     """Train ``module`` for the stage's epochs, resuming ``<stage>/<name>/checkpoints/last.ckpt``.
@@ -100,7 +120,7 @@ def fit_model(ctx: StageContext, module: Any, train_loader: Any, val_loader: Any
         accelerator=train["accelerator"],
         devices=train["devices"],
         num_nodes=int(train["num_nodes"]),
-        strategy=train["strategy"],
+        strategy=resolve_strategy(train),
         precision=resolve_precision(train),
         default_root_dir=str(base),
         logger=TensorBoardLogger(str(base), name="logs", version="", default_hp_metric=False),

@@ -119,10 +119,25 @@ def _describe(run: RunDir, name: str, kind: str, model_path: Path) -> str:
         return f"MBMT {n}x{(cfg.get('backbones') or ['?'])[0]} ({init}, backbones {frozen})"
     if arch == "teacher":
         return f"teacher {cfg.get('backbone')} + {cfg.get('extra_modality')} input (GT at test)"
+    if arch == "mti_teacher":
+        extra = cfg.get("extra_backbone") or cfg.get("backbone")
+        return (f"MTI teacher {cfg.get('backbone')} + {extra} (FFM) + "
+                f"{cfg.get('extra_modality')} input (GT at test)")
     if kind == "pretrain-st":
         return f"ST {cfg.get('backbone')}"
-    label = "student" if kind == "train-student" else arch.upper()
-    return f"{label} {cfg.get('backbone')}"
+    label = "student " if kind == "train-student" else ""
+    if arch == "mtinet":
+        backbones = cfg.get("backbones") or ["?"]
+        name = backbones[0] if len(backbones) == 1 else f"{len(backbones)}x{backbones[0]}"
+        aux = f", aux {'+'.join(cfg['aux_tasks'])}" if cfg.get("aux_tasks") else ""
+        init = ""
+        if kind == "train-mbmt":
+            init = (", ST-pretrained" if cfg.get("backbone_checkpoints") else ", cold") + (
+                ", backbones frozen" if cfg.get("freeze_backbones") else "")
+        return f"{label}MTI-Net {name}{aux}{init}"
+    if arch == "mtunet":
+        return f"{label}MT-UNet base {cfg.get('base_channels')}"
+    return f"{label or arch.upper() + ' '}{cfg.get('backbone')}"
 
 
 def _evaluate_stage(ctx: StageContext, root: Path, manifest: Path, name: str, kind: str,

@@ -66,9 +66,9 @@ def pseudo_label(ctx: StageContext) -> dict[str, Any]:
     import torch
     from torch.utils.data import DataLoader
 
-    from mbmt_ros.models import load_model
     from training.data.manifest import Manifest
     from training.lightning_module import model_inputs
+    from training.stages.models import TEACHER_ARCHS, load_stage_model
 
     opts = ctx.spec.options
     task, tau = opts["task"], float(opts["tau"])
@@ -76,7 +76,7 @@ def pseudo_label(ctx: StageContext) -> dict[str, Any]:
         raise ConfigError(f"stage '{ctx.spec.name}': pseudo labels are made for segmentation "
                           f"(confidence = softmax), not {task!r}")
     teacher_path = ctx.run.require_model(opts["teacher"], f"stage '{ctx.spec.name}'")
-    teacher = load_model(teacher_path, expected_arch="teacher")
+    teacher = load_stage_model(teacher_path, TEACHER_ARCHS, f"stage '{ctx.spec.name}'")
     modality = teacher.config["extra_modality"]
     if task not in teacher.tasks:
         raise ConfigError(f"the teacher {teacher_path} does not predict {task} "

@@ -29,7 +29,15 @@ from training.stages.data import (
     make_loader,
     manifest_path,
 )
-from training.stages.models import check_num_classes, shared_backbones, stage_model_config
+from training.stages.models import (
+    MULTI_BACKBONE_ARCHS,
+    TEACHER_ARCHS,
+    check_num_classes,
+    load_stage_model,
+    multitask_arch,
+    shared_backbones,
+    stage_model_config,
+)
 
 __all__ = ["pretrain_st", "assemble", "train_mbmt", "train_mt", "train_teacher",
            "train_student", "train_model"]
@@ -191,12 +199,11 @@ def assemble(ctx: StageContext) -> dict[str, Any]:
 
 def train_mbmt(ctx: StageContext) -> dict[str, Any]:
     """Train the MBMT decoder (DWA): from an ``assemble`` stage, or ``cold`` from scratch."""
-    from mbmt_ros.models import load_model
-
     opts = ctx.spec.options
     if opts.get("from"):
         path = ctx.run.require_model(opts["from"], f"stage '{ctx.spec.name}'")
-        model = load_model(path, expected_arch="mbmt")
+        # an assembled MBMT-Net, or MTI-Net decoding the same frozen ST backbones
+        model = load_stage_model(path, MULTI_BACKBONE_ARCHS, f"stage '{ctx.spec.name}'")
         return {**train_model(ctx, model=model), "init": str(path)}
     if not opts["cold"]:
         raise ConfigError(f"stage '{ctx.spec.name}': train-mbmt needs 'from: <assemble stage>' "
@@ -209,14 +216,18 @@ def train_mbmt(ctx: StageContext) -> dict[str, Any]:
 
 
 def train_mt(ctx: StageContext) -> dict[str, Any]:
-    """The MT-Net baseline: one shared backbone, all tasks, DWA."""
-    return train_model(ctx, stage_model_config(ctx, "mt"))
+    """The MT-Net baseline (one shared backbone, all tasks, DWA) - or the multi-task
+    architecture the config names (``mtinet``, ``mtunet``; see :func:`multitask_arch`)."""
+    return train_model(ctx, stage_model_config(ctx, multitask_arch(ctx)))
 
 
 def train_teacher(ctx: StageContext) -> dict[str, Any]:
-    """The multi-modal teacher (RGB + the abundant label as input) on frames with both labels."""
+    """The multi-modal teacher (RGB + the abundant label as input) on frames with both labels:
+    the MBMT-style ``teacher``, or ``mti_teacher`` when the stage's or shared ``arch`` says so."""
     modality = ctx.spec.model.get("extra_modality", ctx.spec.options["extra_modality"])
-    cfg = stage_model_config(ctx, "teacher", extra_modality=modality)
+    shared_arch = ctx.config.model.get("arch")
+    default = shared_arch if shared_arch in TEACHER_ARCHS else "teacher"
+    cfg = stage_model_config(ctx, default, extra_modality=modality)
     tasks = tuple(t for t in TASKS if t in cfg.get("tasks", TASKS))
     cfg["tasks"] = list(tasks)
     needed = set(tasks) | {modality}
@@ -226,6 +237,7 @@ def train_teacher(ctx: StageContext) -> dict[str, Any]:
 
 def train_student(ctx: StageContext) -> dict[str, Any]:
     """The RGB-only multi-task student on ground truth + pseudo labels (UMMT-PS); with a
-    make-split manifest and no pseudo labels it is the UMMT baseline."""
-    return train_model(ctx, stage_model_config(ctx, "mt"))
+    make-split manifest and no pseudo labels it is the UMMT baseline. MT-Net unless the
+    config names another RGB multi-task architecture (the stage's or the shared ``arch``)."""
+    return train_model(ctx, stage_model_config(ctx, multitask_arch(ctx)))
 
