@@ -57,6 +57,7 @@ def atomic_directory(path: str | os.PathLike[str], overwrite: bool = False) -> I
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.exists() and not overwrite:
         raise FileExistsError(f"{path} already exists (pass overwrite to replace it)")
+    _remove_stale_partials(path)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent))
     try:
         yield tmp
@@ -71,3 +72,10 @@ def atomic_directory(path: str | os.PathLike[str], overwrite: bool = False) -> I
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def _remove_stale_partials(path: Path) -> None:
+    """Delete the temporary folders that a killed earlier write of ``path`` left behind."""
+    for stale in path.parent.glob(f".{path.name}.*.partial"):
+        if stale.is_dir():
+            shutil.rmtree(stale, ignore_errors=True)

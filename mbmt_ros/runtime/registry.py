@@ -81,12 +81,16 @@ def open_predictor(bundle_dir: str | os.PathLike[str] | Bundle, backend: str = "
     for fp16) runs fp32 and says so in ``predictor.precision``. ``device``: ``cuda`` or
     ``cpu``. ``options`` go to the backend (``batch``, ``dynamic_batch``, ``compile``,
     ``cuda_graphs``, ``engine_cache_dir``, ``num_threads`` ...; see docs/deployment.md).
+    A bundle given as a path is loaded with its files' SHA-256 checksums verified, so a
+    corrupt or truncated ``model.onnx`` / weights file is refused with a message naming it
+    (hashing costs ~0.1 s per 50 MB, once at start-up).
     """
     if precision not in PRECISIONS:
         raise BackendError(f"unknown precision {precision!r}; choose one of {list(PRECISIONS)}")
     if device not in DEVICES:
         raise BackendError(f"unknown device {device!r}; choose one of {list(DEVICES)}")
-    bundle = bundle_dir if isinstance(bundle_dir, Bundle) else Bundle.load(bundle_dir)
+    bundle = (bundle_dir if isinstance(bundle_dir, Bundle)
+              else Bundle.load(bundle_dir, verify_checksums=True))
     if backend == "auto":
         return _open_auto(bundle, precision, device, options)
     if backend not in BACKENDS:

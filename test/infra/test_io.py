@@ -48,3 +48,13 @@ def test_atomic_directory_appears_only_when_complete(tmp_path):
         (tmp / "y.npy").write_bytes(b"new")
     assert sorted(p.name for p in out.iterdir()) == ["y.npy"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["dataset"]
+
+
+def test_atomic_directory_removes_partials_left_by_a_killed_write(tmp_path):
+    out = tmp_path / "bundle"
+    stale = tmp_path / ".bundle.abc123.partial"
+    stale.mkdir()
+    (stale / "model.onnx").write_bytes(b"half")
+    with atomic_directory(out) as tmp:
+        (tmp / "meta.json").write_text("{}")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bundle"]

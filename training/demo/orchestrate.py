@@ -28,7 +28,7 @@ import yaml
 
 from mbmt_ros.io import atomic_write_json, atomic_write_text
 from training.demo.budget import get_budget
-from training.errors import ConfigError, TrainingError
+from training.errors import ConfigError, MbmtError, TrainingError
 
 __all__ = ["REPO_ROOT", "DEFAULT_CONFIG", "run_demo", "resolve_device", "node_backend"]
 
@@ -125,7 +125,13 @@ def run_demo(out: str | Path, budget: str = "full", device: str = "auto",
     out_path.mkdir(parents=True, exist_ok=True)
     handler = _log_to_file(out_path / "demo.log")
     try:
-        return _run(out_path, budget, device, config, progress, threads)
+        facts = _run(out_path, budget, device, config, progress, threads)
+        log.info("demo finished in %.0f s; summary: %s", facts["elapsed_s"],
+                 out_path / "summary.md")
+        return facts
+    except MbmtError as exc:
+        log.error("demo failed: %s", exc)
+        raise
     finally:
         logging.getLogger().removeHandler(handler)
         handler.close()
