@@ -69,11 +69,9 @@ def _name_list(value: Any, key: str) -> list[str]:
     return list(value)
 
 
-@register_model("mbmt", {"backbones": ["efficientnet_b2"] * 3, "backbone_checkpoints": None,
-                         "freeze_backbones": True, "fusion": "cat"},
-                "multi-backbone multi-task net: N (frozen, ST-pretrained) backbones fused")
-def mbmt_net(cfg: dict[str, Any], load_weights: bool = True) -> DenseMultiTaskNet:
-    """MBMT-Net: N backbones, optionally from ST checkpoints and frozen, fused by CAT/ADD/MUL."""
+def validate_multi_backbone(cfg: dict[str, Any]) -> tuple[list[str], list[Any] | None]:
+    """Check the shared multi-backbone keys (``backbones``, ``fusion``, ``freeze_backbones``,
+    ``backbone_checkpoints``) of MBMT-style models; return the names and checkpoints."""
     names = _name_list(cfg["backbones"], "backbones")
     if cfg["fusion"] not in FUSION_MODES:
         raise ModelConfigError(
@@ -88,6 +86,15 @@ def mbmt_net(cfg: dict[str, Any], load_weights: bool = True) -> DenseMultiTaskNe
         raise ModelConfigError(
             f"model.backbone_checkpoints must list one checkpoint (or null) per backbone "
             f"({len(names)} backbones), got {checkpoints!r}")
+    return names, None if checkpoints is None else list(checkpoints)
+
+
+@register_model("mbmt", {"backbones": ["efficientnet_b2"] * 3, "backbone_checkpoints": None,
+                         "freeze_backbones": True, "fusion": "cat"},
+                "multi-backbone multi-task net: N (frozen, ST-pretrained) backbones fused")
+def mbmt_net(cfg: dict[str, Any], load_weights: bool = True) -> DenseMultiTaskNet:
+    """MBMT-Net: N backbones, optionally from ST checkpoints and frozen, fused by CAT/ADD/MUL."""
+    names, checkpoints = validate_multi_backbone(cfg)
     backbones = [create_backbone(n) for n in names]
     if checkpoints is not None and load_weights:
         from .checkpoint import load_backbone_weights

@@ -38,11 +38,10 @@ from torch import nn
 
 from ..errors import ModelConfigError, ModelInputError
 from ..tasks import DEPTH, IGNORE_INDEX, NORMALS, SEGMENTATION, TASKS
-from .architectures import EXTRA_MODALITIES
+from .architectures import EXTRA_MODALITIES, validate_multi_backbone
 from .backbone import STRIDES, Backbone, create_backbone
 from .encoder import MultiBackboneEncoder
 from .factory import register_model
-from .fusion import FUSION_MODES
 from .mtinet_blocks import (
     FeatureAggregation,
     FeaturePropagation,
@@ -374,23 +373,7 @@ def _pretrained_paths(value: Any, count: int, load_weights: bool) -> list[str | 
                 "MTI-Net: multi-scale task interaction decoder on one or several fused backbones")
 def mtinet(cfg: dict[str, Any], load_weights: bool = True) -> MTINet:
     """MTI-Net on the (fused) features of ``backbones`` (one HRNet-w18 in the paper)."""
-    names = cfg["backbones"]
-    if isinstance(names, str) or not isinstance(names, list) or not names \
-            or not all(isinstance(n, str) for n in names):
-        raise ModelConfigError(f"model.backbones must be a non-empty list of timm names, "
-                               f"got {names!r}")
-    if cfg["fusion"] not in FUSION_MODES:
-        raise ModelConfigError(
-            f"unknown model.fusion {cfg['fusion']!r}; choose one of {list(FUSION_MODES)}")
-    if not isinstance(cfg["freeze_backbones"], bool):
-        raise ModelConfigError(
-            f"model.freeze_backbones must be true or false, got {cfg['freeze_backbones']!r}")
-    checkpoints = cfg["backbone_checkpoints"]
-    if checkpoints is not None and (not isinstance(checkpoints, list)
-                                    or len(checkpoints) != len(names)):
-        raise ModelConfigError(
-            f"model.backbone_checkpoints must list one checkpoint (or null) per backbone "
-            f"({len(names)} backbones), got {checkpoints!r}")
+    names, checkpoints = validate_multi_backbone(cfg)
     options = _decoder_options(cfg)
     paths = _pretrained_paths(cfg["pretrained"], len(names), load_weights)
     backbones = [create_mti_backbone(n, pretrained=p, hrnet_branches=cfg["hrnet_branches"])

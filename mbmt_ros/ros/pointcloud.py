@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import array
 import math
-from dataclasses import dataclass
 
 import numpy as np
 from sensor_msgs.msg import CameraInfo, PointCloud2, PointField
 from std_msgs.msg import Header
 
+from mbmt_ros.camera import CameraIntrinsics
 from mbmt_ros.ros.errors import ImageConversionError
 
 __all__ = ["POINT_DTYPE", "Intrinsics", "intrinsics_from_camera_info", "depth_to_points",
@@ -27,24 +27,8 @@ _FIELDS = (("x", PointField.FLOAT32), ("y", PointField.FLOAT32), ("z", PointFiel
            ("rgb", PointField.FLOAT32), ("label", PointField.UINT32))
 
 
-@dataclass(frozen=True)
-class Intrinsics:
-    """Pinhole intrinsics for an image of ``width`` x ``height`` pixels."""
-
-    fx: float
-    fy: float
-    cx: float
-    cy: float
-    width: int
-    height: int
-
-    def scaled_to(self, width: int, height: int) -> Intrinsics:
-        """The same camera for an image resized to ``width`` x ``height``."""
-        if (width, height) == (self.width, self.height):
-            return self
-        sx, sy = width / self.width, height / self.height
-        return Intrinsics(self.fx * sx, self.fy * sy, (self.cx + 0.5) * sx - 0.5,
-                          (self.cy + 0.5) * sy - 0.5, width, height)
+#: The node's camera model is the package's pinhole model.
+Intrinsics = CameraIntrinsics
 
 
 def intrinsics_from_camera_info(info: CameraInfo) -> Intrinsics:
@@ -63,7 +47,7 @@ def depth_to_points(depth: np.ndarray, intrinsics: Intrinsics, colours: np.ndarr
     """Back-project ``depth`` (H, W metres) to an organised ``(H/stride, W/stride)`` array of
     :data:`POINT_DTYPE`; ``colours`` is (H, W, 3) uint8, ``labels`` (H, W) ids or None (255)."""
     height, width = depth.shape
-    cam = intrinsics.scaled_to(width, height)
+    cam = intrinsics.scaled(width, height)
     z = np.asarray(depth[::stride, ::stride], dtype=np.float32)
     v, u = np.mgrid[0:height:stride, 0:width:stride].astype(np.float32)
     valid = np.isfinite(z) & (z > 0) & (z <= max_depth)

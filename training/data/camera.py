@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mbmt_ros.camera import CameraIntrinsics as BaseIntrinsics
 from mbmt_ros.io import atomic_write_json
 from training.errors import DataError
 
@@ -16,37 +17,8 @@ CAMERA_NAME = "camera.json"
 
 
 @dataclass(frozen=True)
-class CameraIntrinsics:
-    """Pinhole intrinsics of an undistorted image of ``width`` x ``height`` pixels.
-
-    Pixel (u, v) (column, row; integer = pixel centre, as ROS CameraInfo) sees the ray
-    ((u - cx) / fx, (v - cy) / fy, 1) in the camera frame (x right, y down, z forward).
-    """
-
-    fx: float
-    fy: float
-    cx: float
-    cy: float
-    width: int
-    height: int
-
-    @property
-    def k(self) -> list[float]:
-        """Row-major 3x3 camera matrix (CameraInfo.k)."""
-        return [self.fx, 0.0, self.cx, 0.0, self.fy, self.cy, 0.0, 0.0, 1.0]
-
-    def scaled(self, width: int, height: int) -> CameraIntrinsics:
-        """The intrinsics of the same camera with the image resized to ``width`` x ``height``."""
-        sx, sy = width / self.width, height / self.height
-        return CameraIntrinsics(self.fx * sx, self.fy * sy, (self.cx + 0.5) * sx - 0.5,
-                                (self.cy + 0.5) * sy - 0.5, width, height)
-
-    def rays(self) -> np.ndarray:
-        """(H, W, 3) float32 camera-frame rays with z = 1 (so ray * depth = 3-D point)."""
-        u = (np.arange(self.width, dtype=np.float32) - self.cx) / self.fx
-        v = (np.arange(self.height, dtype=np.float32) - self.cy) / self.fy
-        uu, vv = np.meshgrid(u, v)
-        return np.stack([uu, vv, np.ones_like(uu)], axis=-1)
+class CameraIntrinsics(BaseIntrinsics):
+    """:class:`mbmt_ros.camera.CameraIntrinsics` plus reading and writing ``camera.json``."""
 
     def to_json(self) -> dict[str, float | int]:
         return asdict(self)

@@ -218,7 +218,7 @@ def _make_sample(stamp: int, rgb: np.ndarray, depth: np.ndarray,
     h, w = rgb.shape[:2]
     normals = None
     if camera is not None:
-        cam = camera if (camera.width, camera.height) == (w, h) else camera.scaled(w, h)
+        cam = camera.scaled(w, h)
         normals, _ = normals_from_depth(depth, cam, edge_threshold)
     seg = None
     if label_png is not None:
