@@ -124,8 +124,9 @@ class MultiTaskModule(pl.LightningModule):
                 "training stopped before this step, the last good checkpoint is kept - lower the "
                 "learning rate (train.lr) or check the data for NaN/inf values"
             )
-        if not losses and self._aux_loss is None:
-            return self._no_loss()  # no labelled pixel of any task in this batch
+        if not losses and self._aux_loss is None:  # no labelled pixel of any task in this batch
+            zero, self._outputs = self._no_loss(), {}
+            return zero
         self._outputs = {}  # the graph is held by the losses; drop the reference
         total = self.weighting(losses) if losses else self._aux_loss.new_zeros(())
         if self._aux_loss is not None:
