@@ -79,11 +79,14 @@ def test_truncated_model_onnx(tiny_bundle: Path) -> None:
 
 
 def test_corrupt_model_onnx_same_size(tiny_bundle: Path) -> None:
-    """Same size, garbage content: the checksum catches it, and ONNX Runtime's own load too."""
+    """Same size, garbage content: the checksum catches it (also when a predictor opens the
+    bundle by path), and ONNX Runtime's own load does for an unverified Bundle."""
     path = tiny_bundle / "model.onnx"
     path.write_bytes(b"\0" * path.stat().st_size)
     with pytest.raises(BundleError, match="sha256"):
         Bundle.load(tiny_bundle, verify_checksums=True)
-    with pytest.raises(BackendError, match="corrupt") as info:
+    with pytest.raises(BundleError, match="model.onnx does not match its sha256"):
         open_predictor(tiny_bundle, backend="onnxruntime", device="cpu")
+    with pytest.raises(BackendError, match="corrupt") as info:
+        open_predictor(Bundle.load(tiny_bundle), backend="onnxruntime", device="cpu")
     assert "model.onnx" in str(info.value)
