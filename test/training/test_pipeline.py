@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -17,18 +16,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from pipeline_budget import ENV, SMALL
 
 REPO = Path(__file__).resolve().parents[2]
 TINY = REPO / "config" / "train" / "tiny.yaml"
 MBMT_TRAIN = Path(sys.executable).parent / "mbmt-train"
-# one epoch, 12 train / 4 val frames of 32x64; the teacher gets 15 quick epochs and tau is
-# 0.5 so that it labels some pixels and leaves others void
-SMALL = ["--set", "train.epochs=1", "--set", "train.batch_size=4",
-         "--set", "data.synth.count=16", "--set", "data.synth.size=[32,64]",
-         "--set", "stages.split.depth=12", "--set", "stages.split.segmentation=4",
-         "--set", "stages.teacher.train.epochs=15", "--set", "stages.teacher.train.lr=0.01",
-         "--set", "stages.pseudo.tau=0.5"]
-ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 STAGES = ["split", "pretrain-st", "assemble", "mbmt", "mbmt-cold", "mt", "teacher", "pseudo",
           "ummt", "ummt-ps", "evaluate", "export"]
 TRAINED = ["mbmt", "mbmt-cold", "mt", "teacher", "ummt", "ummt-ps"]

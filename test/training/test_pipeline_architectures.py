@@ -10,7 +10,6 @@ same stages and code paths as the shipped config.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -18,16 +17,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from pipeline_budget import ENV, SMALL
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIG = REPO / "config" / "train" / "tiny_architectures.yaml"
 BIN = Path(sys.executable).parent
-SMALL = ["--set", "train.epochs=1", "--set", "train.batch_size=4",
-         "--set", "data.synth.count=16", "--set", "data.synth.size=[32,64]",
-         "--set", "stages.split.depth=12", "--set", "stages.split.segmentation=4",
-         "--set", "stages.teacher.train.epochs=15", "--set", "stages.teacher.train.lr=0.01",
-         "--set", "stages.pseudo.tau=0.5"]
-ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 STAGES = ["split", "pretrain-st", "mtinet", "assemble-mti", "mbmt-mti", "mtunet", "teacher",
           "pseudo", "ummt", "ummt-ps", "evaluate", "export-mtinet", "export-mtunet"]
 TRAINED = {"mtinet": "mtinet", "mbmt-mti": "mtinet", "mtunet": "mtunet",
