@@ -237,8 +237,10 @@ def test_60hz_camera_with_slow_backend_processes_newest_and_counts_drops(harness
     assert stamps == sorted(stamps) and len(set(stamps)) == len(stamps)
     assert 15 <= len(stamps) <= 50, len(stamps)  # ~10 Hz backend for 4 s
     assert max(stamps) >= 1000 + 230  # the newest frames, not a backlog
-    # best-effort input may also lose frames in DDS under load; those never reach the node
-    assert stats.received >= 120 and stats.dropped >= 90
+    # best-effort input may also lose frames in DDS under load (seen: 110 of 240 arrived on a
+    # busy 2-core CI machine); those never reach the node. What must hold: the camera outpaced
+    # the 10 Hz backend, and the frames it could not process were dropped and counted.
+    assert stats.received >= 2 * stats.processed and stats.dropped >= stats.received // 2
     assert stats.received - stats.processed - 1 <= stats.dropped <= stats.received - stats.processed
     # keep-last-1 reliable output: a heavily loaded machine may replace one before delivery
     assert stats.processed - 2 <= len(stamps) <= stats.processed
