@@ -69,6 +69,16 @@ def _name_list(value: Any, key: str) -> list[str]:
     return list(value)
 
 
+def extra_modality_channels(cfg: dict[str, Any]) -> int:
+    """Input channels of a teacher's extra modality: 1 for depth, one-hot classes for
+    segmentation; an unknown ``extra_modality`` is a :class:`ModelConfigError`."""
+    modality = cfg["extra_modality"]
+    if modality not in EXTRA_MODALITIES:
+        raise ModelConfigError(
+            f"unknown model.extra_modality {modality!r}; choose one of {list(EXTRA_MODALITIES)}")
+    return 1 if modality == "depth" else cfg["num_classes"]
+
+
 def validate_multi_backbone(cfg: dict[str, Any]) -> tuple[list[str], list[Any] | None]:
     """Check the shared multi-backbone keys (``backbones``, ``fusion``, ``freeze_backbones``,
     ``backbone_checkpoints``) of MBMT-style models; return the names and checkpoints."""
@@ -113,11 +123,7 @@ def mbmt_net(cfg: dict[str, Any], load_weights: bool = True) -> DenseMultiTaskNe
                 "multi-modal teacher: RGB + extra-modality backbones, features added (FFM)")
 def teacher_net(cfg: dict[str, Any], load_weights: bool = True) -> DenseMultiTaskNet:
     """Multi-modal teacher: RGB backbone + a backbone on depth or one-hot segmentation."""
-    modality = cfg["extra_modality"]
-    if modality not in EXTRA_MODALITIES:
-        raise ModelConfigError(
-            f"unknown model.extra_modality {modality!r}; choose one of {list(EXTRA_MODALITIES)}")
-    extra_channels = 1 if modality == "depth" else cfg["num_classes"]
+    extra_channels = extra_modality_channels(cfg)
     rgb = create_backbone(cfg["backbone"], pretrained=_pretrained(cfg, load_weights))
     extra = create_backbone(cfg["extra_backbone"] or cfg["backbone"], in_chans=extra_channels)
     return _assemble(cfg, [rgb, extra], "add", streams=(0, 1), extra_channels=extra_channels)

@@ -38,7 +38,7 @@ from torch import nn
 
 from ..errors import ModelConfigError, ModelInputError
 from ..tasks import DEPTH, IGNORE_INDEX, NORMALS, SEGMENTATION, TASKS
-from .architectures import EXTRA_MODALITIES, validate_multi_backbone
+from .architectures import extra_modality_channels, validate_multi_backbone
 from .backbone import STRIDES, Backbone, create_backbone
 from .encoder import MultiBackboneEncoder
 from .factory import register_model
@@ -395,11 +395,7 @@ def mtinet(cfg: dict[str, Any], load_weights: bool = True) -> MTINet:
                 "MTI-Net decoder")
 def mti_teacher(cfg: dict[str, Any], load_weights: bool = True) -> MTINet:
     """The published multi-modal teacher: per-modality backbones, FFM by addition, MTI-Net."""
-    modality = cfg["extra_modality"]
-    if modality not in EXTRA_MODALITIES:
-        raise ModelConfigError(
-            f"unknown model.extra_modality {modality!r}; choose one of {list(EXTRA_MODALITIES)}")
-    extra_channels = 1 if modality == DEPTH else cfg["num_classes"]
+    extra_channels = extra_modality_channels(cfg)
     options = _decoder_options(cfg)
     (path,) = _pretrained_paths(cfg["pretrained"], 1, load_weights)
     rgb = create_mti_backbone(cfg["backbone"], pretrained=path,
