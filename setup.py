@@ -19,14 +19,24 @@ setup(
         ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
         (f"share/{PACKAGE}", ["package.xml"]),
         (f"share/{PACKAGE}/launch", glob("launch/*.py")),
-        (f"share/{PACKAGE}/config", glob("config/*.yaml") + glob("config/*.rviz")),
+        # found at run time by mbmt_ros.resources.share_file (pip, --user, colcon, checkout)
+        (f"share/{PACKAGE}/config", glob("config/*.yaml") + glob("config/*.rviz.template")),
         (f"share/{PACKAGE}/config/train", glob("config/train/*.yaml")),
+        (f"share/{PACKAGE}/scripts", ["scripts/ros_isolated"]),
     ],
     python_requires=">=3.10",
     install_requires=["numpy", "pyyaml", "pillow"],
     extras_require={
         # Runtime on a robot without TensorRT.
         "onnx": ["onnxruntime"],
+        # NVIDIA GPU runtime without TensorRT's own Python package: ONNX Runtime's CUDA and
+        # TensorRT execution providers, and the CUDA runtime bindings the tensorrt backend
+        # uses (cuda-bindings is what `cuda-python` installs; pinned directly because
+        # cuda-python 13.4.4 requires cuda-bindings~=13.4.4, which conflicts with torch's
+        # cuda-bindings 13.5.0 pin). Replaces the `onnx` extra: do not install both.
+        "gpu": ["onnxruntime-gpu", "cuda-bindings"],
+        # CPU / Intel GPU runtime (robots without an NVIDIA GPU): backend openvino.
+        "openvino": ["openvino"],
         # Everything the training module needs (workstation / CI).
         "train": [
             "torch",
@@ -41,6 +51,7 @@ setup(
             "rosbags",
             "matplotlib",
             "tqdm",
+            "pydantic",
         ],
         # ROS 2 from PyPI wheels, for machines without a system ROS 2 install.
         "ros-wheels": [

@@ -42,14 +42,23 @@ TINY = {"arch": "mbmt", "backbones": ["test_efficientnet"] * 2, "fpn_channels": 
         "head_channels": 8, "task_hidden_channels": 16, "num_classes": 13}
 
 
-def variants(cuda: bool, ort_cuda: bool, tensorrt: bool) -> list[dict[str, Any]]:
-    """The backend configurations to measure on this machine."""
+def variants(cuda: bool, ort_cuda: bool, tensorrt: bool, openvino: bool = False,
+             bf16: bool = False, int8: bool = False) -> list[dict[str, Any]]:
+    """The backend configurations to measure on this machine (``bf16``: the CPU has it;
+    ``int8``: the bundles carry ``model_int8.onnx``)."""
     out = [
         {"label": "onnxruntime CPU fp32", "backend": "onnxruntime", "device": "cpu",
          "precision": "fp32", "options": {}},
         {"label": "torch CPU fp32 eager", "backend": "torch", "device": "cpu",
          "precision": "fp32", "options": {}},
     ]
+    if int8:
+        out.append({"label": "onnxruntime CPU int8", "backend": "onnxruntime", "device": "cpu",
+                    "precision": "int8", "options": {}})
+    if openvino:
+        out += [{"label": f"openvino CPU {p}", "backend": "openvino", "device": "cpu",
+                 "precision": p, "options": {"model_cache": False}}
+                for p in ("fp32", *(("bf16",) if bf16 else ()), *(("int8",) if int8 else ()))]
     if cuda:
         out += [
             {"label": "torch CUDA fp32 eager", "backend": "torch", "device": "cuda",
@@ -188,7 +197,38 @@ def machine() -> dict[str, Any]:
             "load_avg_1min": round(os.getloadavg()[0], 2)}
     if torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(0)
+    info["cpu_features"] = cpu_features()
+    try:
+        import openvino
+
+        from mbmt_ros.runtime.backends.openvino_backend import cpu_capabilities
+
+        info["openvino"] = openvino.__version__.split("-")[0]
+        info["openvino_cpu_capabilities"] = list(cpu_capabilities())
+    except ImportError:
+        pass
     return info
+
+
+#: lscpu flags the CPU backends' lower precisions depend on.
+CPU_FLAGS = ("avx2", "avx_vnni", "avx512f", "avx512_vnni", "avx512_bf16", "avx512_fp16",
+             "amx_tile", "amx_bf16", "amx_int8")
+
+
+def cpu_features() -> dict[str, bool]:
+    """Which of :data:`CPU_FLAGS` this CPU has (``lscpu`` flags; /proc/cpuinfo as fallback)."""
+    try:
+        text = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
+    except (OSError, subprocess.SubprocessError):
+        text = ""
+    if "Flags:" not in text:
+        try:
+            text = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            text = ""
+    flags = {f for line in text.splitlines() if line.lower().startswith("flags")
+             for f in line.split(":", 1)[1].split()}
+    return {flag: flag in flags for flag in CPU_FLAGS}
 
 
 def export_bundles(cfg: dict[str, Any], sizes: list[tuple[int, int]], work: Path,
@@ -214,6 +254,59 @@ def export_bundles(cfg: dict[str, Any], sizes: list[tuple[int, int]], work: Path
     return bundles
 
 
+def quantize_bundles(bundles: dict[tuple[int, int], Path], work: Path, frames: int,
+                     reuse: bool = False) -> dict[str, float]:
+    """``model_int8.onnx`` for each timing bundle (``mbmt-train quantize``'s code), calibrated
+    on ``frames`` synthetic scenes at the bundle size; accuracy limits off - the timing model
+    has random weights, so its accuracy means nothing (see :func:`accuracy`). Returns the
+    seconds each quantization took."""
+    import math
+
+    from training.data.synth.generate import write_synth_dataset
+    from training.quantize import Limits, quantize_bundle
+
+    took = {}
+    for (h, w), bundle in bundles.items():
+        if reuse and (bundle / "model_int8.onnx").is_file():
+            continue
+        data = work / f"calibration_{h}x{w}"
+        if not (data / "manifest.json").is_file():
+            write_synth_dataset(data, count=frames + 2, height=h, width=w, seed=0,
+                                val_fraction=2 / (frames + 2), bag=False, overwrite=True)
+        t = time.perf_counter()
+        quantize_bundle(bundle, data, frames=frames, val_frames=1,
+                        limits=Limits(math.inf, math.inf))
+        took[f"{h}x{w}"] = round(time.perf_counter() - t, 1)
+        print(f"quantized {bundle} in {took[f'{h}x{w}']:.0f} s", flush=True)
+    return took
+
+
+def accuracy(ckpt: str, data: str, work: Path, bf16: bool, frames: int) -> dict[str, Any]:
+    """Accuracy of every lower precision on a *trained* model: export ``ckpt``, quantize it on
+    ``frames`` training frames of ``data``, and score OpenVINO FP32/BF16/INT8 and ONNX Runtime
+    INT8 against ONNX Runtime FP32 on ``data``'s val split (segmentation agreement, depth
+    difference, mIoU / depth abs error deltas), each checked against the default limits."""
+    import math
+
+    from training.export import export_bundle
+    from training.quantize import Limits, exceeded, measure_precisions, quantize_bundle
+
+    bundle = export_bundle(ckpt, work / "trained_bundle", exporter="torchscript", fp16=False,
+                           overwrite=True)
+    record = quantize_bundle(bundle, data, frames=frames, limits=Limits(math.inf, math.inf))
+    variants = {"onnxruntime CPU int8": ("onnxruntime", "int8"),
+                "openvino CPU fp32": ("openvino", "fp32"), "openvino CPU int8": ("openvino", "int8")}
+    if bf16:
+        variants["openvino CPU bf16"] = ("openvino", "bf16")
+    report = measure_precisions(bundle, data, variants, work=work)
+    report["within_default_limits"] = {label: not exceeded(delta, Limits())
+                                       for label, delta in report["delta"].items()}
+    report["checkpoint"] = str(ckpt)
+    report["data"] = str(data)
+    report["calibration"] = {k: record["calibration"][k] for k in ("split", "frames")}
+    return report
+
+
 def run_worker(mode: str, payload: dict[str, Any]) -> dict[str, Any]:
     proc = subprocess.run([sys.executable, __file__, f"--{mode}", json.dumps(payload)],
                           capture_output=True, text=True, cwd=REPO, timeout=3600)
@@ -222,9 +315,11 @@ def run_worker(mode: str, payload: dict[str, Any]) -> dict[str, Any]:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def markdown(results: list[dict[str, Any]], info: dict[str, Any], params: int) -> str:
+def markdown(results: list[dict[str, Any]], info: dict[str, Any], params: int,
+             acc: dict[str, Any] | None = None) -> str:
+    measured = info.get("measured_utc") or time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     lines = [
-        f"Measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} by "
+        f"Measured {measured} by "
         "`benchmarks/backends.py`: MBMT-Net (3x EfficientNet-B2, random weights, "
         f"{params / 1e6:.1f} M parameters), batch 1, end-to-end `Predictor.predict` on a frame "
         "at the bundle size (copy-in, graph incl. normalisation + argmax, copy-out).",
@@ -234,6 +329,7 @@ def markdown(results: list[dict[str, Any]], info: dict[str, Any], params: int) -
         f"{info['torch']}, onnxruntime {info['onnxruntime']}; "
         f"1-min load average at start {info['load_avg_1min']}.",
         "",
+        *_cpu_lines(info),
         "| input | backend | median ms | p99 ms | frames/s | peak RSS MiB | GPU MiB | "
         "seg agreement vs CPU fp32 | depth max abs (m) |",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|",
@@ -256,7 +352,7 @@ def markdown(results: list[dict[str, Any]], info: dict[str, Any], params: int) -
         by = {(r["label"], r.get("threads", 0)): r["result"] for r in results if r["size"] == size}
         for threads in dict.fromkeys(r.get("threads", 0) for r in results):
             ort = next((v for (k, t), v in by.items()
-                        if k.startswith("onnxruntime CPU") and t == threads), {})
+                        if k.startswith("onnxruntime CPU fp32") and t == threads), {})
             eager = next((v for (k, t), v in by.items()
                           if k.startswith("torch CPU") and t == threads), {})
             if "median_ms" in ort and "median_ms" in eager:
@@ -271,7 +367,89 @@ def markdown(results: list[dict[str, Any]], info: dict[str, Any], params: int) -
             lines.append(f"- {size}: torch fp16 + channels-last + CUDA graphs is "
                          f"**{gpu32['median_ms'] / best['median_ms']:.2f}x** faster than torch "
                          f"fp32 eager on the GPU.")
+    lines += _cpu_speedups(results, acc)
+    if acc:
+        lines += _accuracy_lines(acc)
     return "\n".join(lines) + "\n"
+
+
+def _cpu_lines(info: dict[str, Any]) -> list[str]:
+    """The CPU features the lower precisions depend on (from lscpu), and OpenVINO's view."""
+    feats = info.get("cpu_features")
+    if not feats:
+        return []
+    have = ", ".join(f"{k} {'yes' if v else 'no'}" for k, v in feats.items())
+    caps = info.get("openvino_cpu_capabilities")
+    ov = (f"; OpenVINO {info.get('openvino')} reports {', '.join(caps)}" if caps else "")
+    return [f"CPU features (lscpu): {have}{ov}.", ""]
+
+
+def _base(label: str) -> str:
+    return label.split(",")[0]
+
+
+def _cpu_speedups(results: list[dict[str, Any]], acc: dict[str, Any] | None) -> list[str]:
+    """Each CPU row's median-latency ratio to ONNX Runtime FP32 of the same size and thread
+    setting (timed interleaved, so the ratio holds under load), and the 1-thread goal."""
+    within = (acc or {}).get("within_default_limits", {})
+    lines = []
+    for size in dict.fromkeys(r["size"] for r in results):
+        for threads in dict.fromkeys(r.get("threads", 0) for r in results if r["size"] == size):
+            rows = {_base(r["label"]): r["result"] for r in results if r["size"] == size
+                    and r.get("threads", 0) == threads and "CPU" in r["label"]
+                    and "median_ms" in r["result"]}
+            ref = rows.get("onnxruntime CPU fp32")
+            if not ref or len(rows) < 3:
+                continue
+            ratios = {k: ref["median_ms"] / v["median_ms"] for k, v in rows.items()
+                      if k != "onnxruntime CPU fp32" and not k.startswith("torch")}
+            if not ratios:
+                continue
+            what = f"{threads} thread{'s' * (threads > 1)}" if threads else "default threads"
+            shown = ", ".join(f"{k} **{v:.2f}x**" for k, v in ratios.items())
+            lines.append(f"- {size}, {what}: speed-up over ONNX Runtime CPU fp32 (median "
+                         f"latency ratio, timed side by side): {shown}.")
+            if threads == 1:
+                ok = {k: v for k, v in ratios.items() if within.get(k, k.endswith("fp32"))}
+                if ok:
+                    best = max(ok, key=ok.get)
+                    verdict = "met" if ok[best] >= 2.5 else "**not met**"
+                    lines.append(f"  Goal (best CPU row within the accuracy limits >= 2.5x "
+                                 f"ONNX Runtime fp32 on one thread): {best} at {ok[best]:.2f}x "
+                                 f"- {verdict}.")
+    return lines
+
+
+def _accuracy_lines(acc: dict[str, Any]) -> list[str]:
+    """Accuracy of each lower precision on the trained model vs ONNX Runtime FP32."""
+    fp32 = acc["fp32"]
+    lines = [
+        "",
+        f"Accuracy on a trained model (`{Path(acc['checkpoint']).name}`, the tiny pipeline) on "
+        f"{acc['frames']} {acc['split']} frames of its dataset, vs ONNX Runtime fp32 "
+        f"(mIoU {fp32.get('segmentation', {}).get('miou', float('nan')):.2f}, depth abs err "
+        f"{fp32.get('depth', {}).get('abs_err', float('nan')):.4f} m); INT8 calibrated on "
+        f"{acc['calibration']['frames']} {acc['calibration']['split']} frames. Limits: "
+        "-1 mIoU point, +2 % depth abs error.",
+        "",
+        "| variant | seg agreement with fp32 | depth mean rel. diff | mIoU change (points) | "
+        "depth abs err change | within limits |",
+        "|---|---:|---:|---:|---:|---|",
+    ]
+    for label, agree in acc["agreement"].items():
+        delta = acc["delta"][label]
+        miou, depth = delta["miou_drop_points"], delta["depth_abs_err_increase_pct"]
+        lines.append(
+            f"| {label} | {_pct(agree['segmentation_pct'], 2)} | "
+            f"{_pct(agree['depth_mean_rel_diff_pct'], 3)} | "
+            f"{'-' if miou is None else f'{-miou:+.2f}'} | "
+            f"{'-' if depth is None else f'{depth:+.2f} %'} | "
+            f"{'yes' if acc['within_default_limits'][label] else '**no**'} |")
+    return lines
+
+
+def _pct(value: float | None, digits: int) -> str:
+    return "-" if value is None else f"{value:.{digits}f} %"
 
 
 def write_doc(table: str) -> None:
@@ -304,10 +482,29 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reuse-bundles", action="store_true",
                         help="reuse bundles already exported into --work")
     parser.add_argument("--json", default=str(REPO / "benchmarks" / "results" / "backends.json"))
+    parser.add_argument("--int8-frames", type=int, default=8,
+                        help="calibration frames for the timing bundles' INT8 graphs (0: no "
+                             "INT8 rows)")
+    parser.add_argument("--accuracy-ckpt", metavar="CKPT",
+                        help="a trained checkpoint (e.g. a tiny pipeline stage folder) whose "
+                             "lower-precision accuracy is measured on --accuracy-data")
+    parser.add_argument("--accuracy-data", metavar="DIR",
+                        help="the dataset --accuracy-ckpt was trained on (train + val split)")
+    parser.add_argument("--accuracy-frames", type=int, default=32,
+                        help="calibration frames for --accuracy-ckpt (default 32)")
+    parser.add_argument("--from-json", action="store_true",
+                        help="measure nothing: regenerate the docs table from --json")
     args = parser.parse_args(argv)
     if args.probe or args.timing:
         job = probe if args.probe else timing
         print(json.dumps(job(json.loads(args.probe or args.timing))))
+        return 0
+    if args.from_json:
+        raw = json.loads(Path(args.json).read_text())
+        table = markdown(raw["results"], raw["machine"], raw["params"], raw.get("accuracy"))
+        print(table)
+        if not args.no_docs:
+            write_doc(table)
         return 0
 
     import torch
@@ -316,15 +513,25 @@ def main(argv: list[str] | None = None) -> int:
     from mbmt_ros.runtime.registry import BACKENDS
 
     info = machine()
+    info["measured_utc"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     cuda = torch.cuda.is_available()
     avail = backend_availability("cuda")
+    openvino = BACKENDS["openvino"].availability("cpu") is None
+    bf16 = "BF16" in info.get("openvino_cpu_capabilities", [])
     specs = variants(cuda, avail["onnxruntime"] is None, BACKENDS["tensorrt"].availability(
-        "cuda") is None)
+        "cuda") is None, openvino=openvino, bf16=bf16, int8=args.int8_frames > 0)
     sizes = [tuple(int(v) for v in s.lower().split("x")) for s in args.sizes]
     cfg = TINY if args.tiny else MBMT_PAPER
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(args.work or tmp)
         bundles = export_bundles(cfg, sizes, work, fp16=cuda, reuse=args.reuse_bundles)
+        quantize_s = (quantize_bundles(bundles, work, args.int8_frames, args.reuse_bundles)
+                      if args.int8_frames > 0 else {})
+        acc = None
+        if args.accuracy_ckpt and args.accuracy_data and openvino:
+            acc = accuracy(args.accuracy_ckpt, args.accuracy_data, work, bf16,
+                           args.accuracy_frames)
+            print(json.dumps(acc["delta"]), flush=True)
         from mbmt_ros.runtime import open_predictor
 
         results = []
@@ -358,10 +565,12 @@ def main(argv: list[str] | None = None) -> int:
 
         params = sum(p.numel() for p in build_model(cfg, load_weights=False).parameters())
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.json).write_text(json.dumps({"machine": info, "config": cfg,
-                                           "iters": args.iters, "results": results},
-                                          indent=2) + "\n")
-    table = markdown(results, info, params)
+    Path(args.json).write_text(json.dumps({"machine": info, "config": cfg, "params": params,
+                                           "iters": args.iters, "warmup": args.warmup,
+                                           "int8_calibration_frames": args.int8_frames,
+                                           "quantize_s": quantize_s, "results": results,
+                                           "accuracy": acc}, indent=2) + "\n")
+    table = markdown(results, info, params, acc)
     print(table)
     if not args.no_docs:
         write_doc(table)

@@ -1,4 +1,4 @@
-"""Launch the mbmt_ros perception node on a camera, and optionally rviz2.
+"""Launch the mbmt_ros perception node (a lifecycle node) on a camera, and optionally rviz2.
 
     ros2 launch mbmt_ros perception.launch.py bundle:=/path/to/bundle \
         image:=/camera/color/image_raw camera_info:=/camera/color/camera_info rviz:=true
@@ -6,17 +6,31 @@
 Arguments: ``namespace``, ``image`` and ``camera_info`` (remaps of the node's inputs;
 ``<image>/compressed`` feeds ``image/compressed``), ``params_file`` (default: the installed
 ``config/perception.yaml``), ``bundle`` and ``backend`` (override the params file when not
-empty) and ``rviz`` (start rviz2 with ``config/perception.rviz``). See docs/node.md.
+empty), ``autostart`` (configure + activate at start-up; ``false`` leaves the transitions to a
+lifecycle manager), ``use_sim_time``, ``rviz`` (also start rviz2) and ``fixed_frame`` (rviz's
+fixed frame: the camera's optical frame). rviz2 gets a config generated for this launch
+(:mod:`mbmt_ros.ros.rviz_config`: the template's topics resolved under the same namespace and
+remappings as the node), so every display shows a topic the node uses. See docs/node.md.
 """
 from __future__ import annotations
 
+import tempfile
+from pathlib import Path
+
 from launch.actions import DeclareLaunchArgument, OpaqueFunction
-from launch.conditions import IfCondition
 from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
-from launch_ros.actions import Node
+from launch_ros.actions import LifecycleNode, Node
 from launch_ros.substitutions import FindPackageShare
 
 from launch import LaunchDescription
+from mbmt_ros.ros.rviz_config import (
+    DEFAULT_FIXED_FRAME,
+    TEMPLATE,
+    launch_remaps,
+    node_parameters,
+    write_rviz_config,
+)
+from mbmt_ros.ros.topics import NODE_NAME
 
 PACKAGE = "mbmt_ros"
 
@@ -28,6 +42,11 @@ def _share(*parts: str) -> PathJoinSubstitution:
 def _arguments() -> list[DeclareLaunchArgument]:
     return [
         DeclareLaunchArgument("namespace", default_value="", description="namespace of the node"),
+        DeclareLaunchArgument("use_sim_time", default_value="false",
+                              description="use /clock (true when replaying a bag with --clock)"),
+        DeclareLaunchArgument("autostart", default_value="true",
+                              description="configure and activate at start-up (false: wait for "
+                                          "a lifecycle manager)"),
         DeclareLaunchArgument("image", default_value="/camera/image_raw",
                               description="camera image topic (sensor_msgs/Image)"),
         DeclareLaunchArgument("camera_info", default_value="/camera/camera_info",
@@ -37,35 +56,52 @@ def _arguments() -> list[DeclareLaunchArgument]:
         DeclareLaunchArgument("bundle", default_value="",
                               description="model bundle directory; overrides params_file when set"),
         DeclareLaunchArgument("backend", default_value="",
-                              description="auto | tensorrt | onnxruntime | torch; overrides params_file when set"),
+                              description="auto | tensorrt | onnxruntime | openvino | torch; "
+                                          "overrides params_file when set"),
         DeclareLaunchArgument("rviz", default_value="false",
-                              description="also start rviz2 with config/perception.rviz"),
+                              description="also start rviz2 (needs the rviz2 package)"),
+        DeclareLaunchArgument("fixed_frame", default_value=DEFAULT_FIXED_FRAME,
+                              description="rviz fixed frame: the camera's optical frame"),
     ]
 
 
-def _perception_node(context, *args, **kwargs) -> list[Node]:
-    overrides = {key: LaunchConfiguration(key).perform(context) for key in ("bundle", "backend")}
-    overrides = {key: value for key, value in overrides.items() if value}
-    image = LaunchConfiguration("image").perform(context)
-    return [Node(
+def _flag(context, name: str) -> bool:
+    value = LaunchConfiguration(name).perform(context).strip().lower()
+    if value not in ("true", "false", "1", "0"):
+        raise ValueError(f"launch argument {name}:={value!r}: use true or false")
+    return value in ("true", "1")
+
+
+def _actions(context, *args, **kwargs) -> list[Node]:
+    value = {key: LaunchConfiguration(key).perform(context)
+             for key in ("namespace", "image", "camera_info", "params_file", "bundle", "backend",
+                         "fixed_frame")}
+    overrides = {key: value[key] for key in ("bundle", "backend") if value[key]}
+    overrides.update(use_sim_time=_flag(context, "use_sim_time"),
+                     autostart=_flag(context, "autostart"))
+    remaps = launch_remaps(value["image"], value["camera_info"])
+    actions = [LifecycleNode(
         package=PACKAGE,
         executable="perception_node",
-        name="perception_node",
-        namespace=LaunchConfiguration("namespace"),
-        parameters=[LaunchConfiguration("params_file"), *([overrides] if overrides else [])],
-        remappings=[("image", image), ("image/compressed", f"{image}/compressed"),
-                    ("camera_info", LaunchConfiguration("camera_info"))],
+        name=NODE_NAME,
+        namespace=value["namespace"],
+        parameters=[value["params_file"], overrides],
+        remappings=remaps,
         output="screen",
         emulate_tty=True,
     )]
+    if _flag(context, "rviz"):
+        params = {**node_parameters(value["params_file"], value["namespace"]), **overrides}
+        template = Path(FindPackageShare(PACKAGE).perform(context)).joinpath(*TEMPLATE)
+        rviz_file = write_rviz_config(
+            Path(tempfile.mkdtemp(prefix="mbmt_ros_rviz_")) / "perception.rviz",
+            namespace=value["namespace"], remaps=remaps, fixed_frame=value["fixed_frame"],
+            parameters=params, template=template)
+        actions.append(Node(package="rviz2", executable="rviz2", name="rviz2",
+                            arguments=["-d", str(rviz_file)],
+                            parameters=[{"use_sim_time": overrides["use_sim_time"]}]))
+    return actions
 
 
 def generate_launch_description() -> LaunchDescription:
-    rviz = Node(
-        package="rviz2",
-        executable="rviz2",
-        name="rviz2",
-        arguments=["-d", _share("config", "perception.rviz")],
-        condition=IfCondition(LaunchConfiguration("rviz")),
-    )
-    return LaunchDescription([*_arguments(), OpaqueFunction(function=_perception_node), rviz])
+    return LaunchDescription([*_arguments(), OpaqueFunction(function=_actions)])

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 __all__ = ["atomic_write_bytes", "atomic_write_text", "atomic_write_json", "atomic_path",
-           "atomic_directory"]
+           "atomic_directory", "remove_stale_temporaries"]
 
 
 @contextlib.contextmanager
@@ -79,3 +79,26 @@ def _remove_stale_partials(path: Path) -> None:
     for stale in path.parent.glob(f".{path.name}.*.partial"):
         if stale.is_dir():
             shutil.rmtree(stale, ignore_errors=True)
+
+
+def remove_stale_temporaries(folder: str | os.PathLike[str]) -> list[Path]:
+    """Delete, anywhere under ``folder``, the temporaries that killed writes left behind: the
+    ``.<name>.<random>.tmp`` files of :func:`atomic_path` (e.g. a checkpoint whose write was cut
+    off) and the ``.<name>.<random>.partial`` folders of :func:`atomic_directory`.
+
+    Only call it when no other process is writing into ``folder`` (in a multi-process job: on
+    global rank 0 while the others wait). Returns what was removed.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    removed = []
+    for path in sorted(folder.rglob(".*.*"), key=lambda p: len(p.parts)):
+        if path.name.endswith(".partial") and path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        elif path.name.endswith(".tmp") and (path.is_file() or path.is_symlink()):
+            path.unlink(missing_ok=True)
+        else:
+            continue
+        removed.append(path)
+    return removed

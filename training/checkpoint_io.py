@@ -4,6 +4,8 @@ Lightning's default writer streams straight into the destination file, so a cras
 truncated ``last.ckpt``; here the checkpoint goes to a temporary file that is renamed into place
 (:func:`mbmt_ros.io.atomic_path`). Loading always uses ``torch.load(weights_only=True)``: resume
 state is tensors and plain Python containers only, so nothing executable is read from disk.
+Each checkpoint also carries the fingerprint of the stage that wrote it
+(``training.stages.fingerprint``), so a stage resumes only its own checkpoints.
 """
 from __future__ import annotations
 
@@ -16,7 +18,11 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 from mbmt_ros.io import atomic_path
 from training.errors import CheckpointError
 
-__all__ = ["SafeCheckpointIO", "load_resume_state"]
+__all__ = ["SafeCheckpointIO", "load_resume_state", "checkpoint_fingerprint",
+           "FINGERPRINT_KEY"]
+
+#: the checkpoint entry holding the writing stage's fingerprint
+FINGERPRINT_KEY = "mbmt_fingerprint"
 
 
 def load_resume_state(path: str | os.PathLike[str], map_location: Any = "cpu") -> dict[str, Any]:
@@ -32,12 +38,31 @@ def load_resume_state(path: str | os.PathLike[str], map_location: Any = "cpu") -
         ) from exc
 
 
+def checkpoint_fingerprint(path: str | os.PathLike[str]) -> str | None:
+    """The stage fingerprint a checkpoint was written under (None for one without)."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # not a zip checkpoint (mmap needs one): read it whole, or say it is bad
+        state = load_resume_state(path)
+    value = state.get(FINGERPRINT_KEY) if isinstance(state, dict) else None
+    return value if isinstance(value, str) else None
+
+
 class SafeCheckpointIO(TorchCheckpointIO):
-    """Atomic ``torch.save`` on save; ``weights_only=True`` on load, whatever the caller asks."""
+    """Atomic ``torch.save`` on save; ``weights_only=True`` on load, whatever the caller asks.
+
+    ``fingerprint`` (the stage's) is stored in every checkpoint it writes.
+    """
+
+    def __init__(self, fingerprint: str | None = None) -> None:
+        super().__init__()
+        self.fingerprint = fingerprint
 
     def save_checkpoint(
         self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None
     ) -> None:
+        if self.fingerprint is not None:
+            checkpoint = {**checkpoint, FINGERPRINT_KEY: self.fingerprint}
         with atomic_path(path) as tmp:
             torch.save(checkpoint, tmp)
 

@@ -34,6 +34,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "affinity": ("affinity", "which task helps which: depth- vs segmentation-input teachers"),
     "pipeline": ("pipeline", "run the stages a config lists, resuming finished ones"),
     "export": ("export", "export a checkpoint to a model bundle (ONNX + meta + weights)"),
+    "quantize": ("quantize", "add a calibrated INT8 graph to a model bundle (CPU backends)"),
+    "select": ("select", "choose the frames to label next (uncertainty / diversity / hybrid)"),
+    "label-export": ("label_export", "write frames + pre-annotations as a CVAT labelling task"),
+    "label-import": ("label_import", "read a CVAT export's masks back into the dataset"),
     "demo": ("demo", "the end-to-end demo on built-in synthetic data"),
 }
 

@@ -5,20 +5,26 @@ docs/models.md), where the data comes from (``data:``), the training defaults (`
 the ordered list of stages (``stages:``). Every stage is ``{name, kind, ...options}``; ``kind``
 is an ``mbmt-train`` stage command (defaults to ``name``), ``name`` is its folder in the run
 directory, and ``model:``/``train:`` inside a stage override the shared sections for that stage.
-Validation happens once, here, so a typo fails before any training starts, naming the key.
+Validation happens once, here, so a typo or a bad value fails before any training starts:
+the shape here, every value through the typed schema of :mod:`training.config_schema`
+(pydantic) and every model each stage will build through :mod:`training.config_models`. An
+error is one line naming the file - or the ``--set`` flag that supplied the value - and the key.
 """
 from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, field
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import yaml
+from pydantic import ValidationError
 
 from training.errors import ConfigError
 
-__all__ = ["PipelineConfig", "StageSpec", "load_config", "parse_config", "STAGE_KINDS",
+__all__ = ["PipelineConfig", "StageSpec", "load_config", "read_config", "parse_config",
+           "STAGE_KINDS",
            "TRAIN_DEFAULTS", "DATA_DEFAULTS", "deep_merge"]
 
 TRAIN_DEFAULTS: dict[str, Any] = {
@@ -51,6 +57,7 @@ DATA_DEFAULTS: dict[str, Any] = {
     "train_split": "train",
     "val_split": "val",
     "manifest": None,               # label manifest; None -> <root>/manifest.json
+    "val_from_train": 0.0,          # fraction of train held out for validation (0: val_split)
 }
 _SYNTH_KEYS = {"count", "size", "seed", "val_fraction"}
 
@@ -137,7 +144,32 @@ class PipelineConfig:
 
 def load_config(path: str | Path) -> PipelineConfig:
     """Read and validate a pipeline YAML; every problem is a ConfigError naming the file."""
-    path = Path(path)
+    return parse_config(read_config(path), path=Path(path))
+
+
+def installed_config(path: Path) -> Path:
+    """``path`` itself when it exists or is absolute, else the installed pipeline config it
+    names (``share/mbmt_ros/config/...`` via :func:`mbmt_ros.resources.share_file`)."""
+    if path.exists() or path.is_absolute():
+        return path
+    from mbmt_ros.resources import ResourceNotFoundError, share_file
+
+    parts = path.parts if path.parts[:1] == ("config",) else \
+        ("config", "train", *path.parts[:-1], path.name if path.suffix else f"{path.name}.yaml")
+    try:
+        return share_file(*parts)
+    except ResourceNotFoundError:
+        return path
+
+
+def read_config(path: str | Path) -> Any:
+    """The parsed YAML of a pipeline config, not yet validated (``--set`` applies to it).
+
+    A relative path that does not exist here (``config/train/tiny.yaml``, ``tiny.yaml``,
+    ``tiny``) is looked up among the installed configs, so the documented commands work from
+    any directory and from a non-editable install.
+    """
+    path = installed_config(Path(path))
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -148,12 +180,15 @@ def load_config(path: str | Path) -> PipelineConfig:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise ConfigError(f"config file {path} is not valid YAML: {exc}") from exc
-    return parse_config(raw, path=path)
+    return raw
 
 
-def parse_config(raw: Any, path: Path | None = None) -> PipelineConfig:
-    """Validate an already-parsed config mapping (see :func:`load_config`)."""
+def parse_config(raw: Any, path: Path | None = None,
+                 overrides: list[str] | None = None) -> PipelineConfig:
+    """Validate an already-parsed config mapping (see :func:`load_config`); ``overrides`` are
+    the ``--set KEY=VALUE`` items applied to it, so that an error names the flag."""
     where = str(path) if path is not None else "config"
+    locate = _locator(where, overrides)
     if not isinstance(raw, dict):
         raise ConfigError(f"{where}: the top level must be a mapping with model/data/train/stages")
     unknown = sorted(set(raw) - _TOP_KEYS)
@@ -166,13 +201,16 @@ def parse_config(raw: Any, path: Path | None = None) -> PipelineConfig:
     model = _mapping(raw.get("model"), f"{where}: model")
     if not model:
         raise ConfigError(f"{where}: a 'model:' section is required (see docs/models.md)")
-    data = _section(raw.get("data"), DATA_DEFAULTS, f"{where}: data")
+    data = _section(raw.get("data"), DATA_DEFAULTS, "data", locate)
     if data["input_size"] is None and raw.get("input_size") is not None:
         data["input_size"] = raw["input_size"]  # the model files' top-level input size
-    train = _section(raw.get("train"), TRAIN_DEFAULTS, f"{where}: train")
-    _check_train(train, f"{where}: train")
-    _check_data(data, f"{where}: data")
-    stages = _parse_stages(raw.get("stages"), train, where)
+    train = _section(raw.get("train"), TRAIN_DEFAULTS, "train", locate)
+    train = _check_train(train, "train", locate)
+    data = _check_data(data, "data", locate)
+    stages = _parse_stages(raw.get("stages"), train, where, locate)
+    from training.config_models import check_models
+
+    check_models(model, stages, locate)
     return PipelineConfig(name=str(name), path=path, seed=seed, model=model, data=data,
                           train=train, stages=stages, raw=raw)
 
@@ -185,31 +223,53 @@ def _mapping(value: Any, where: str) -> dict[str, Any]:
     return copy.deepcopy(value)
 
 
-def _section(value: Any, defaults: dict[str, Any], where: str) -> dict[str, Any]:
-    value = _mapping(value, where)
+def _locator(where: str, overrides: list[str] | None) -> Callable[[str], str]:
+    """``locate(dotted key)``: the ``--set`` flag that set that key (or a section above or
+    below it), else the config file."""
+    sets = [(item.partition("=")[0], item) for item in overrides or []]
+
+    def locate(key: str) -> str:
+        for flag, item in reversed(sets):
+            if key == flag or key.startswith(flag + ".") or flag.startswith(key + "."):
+                return f"--set {item}"
+        return where
+    return locate
+
+
+def _section(value: Any, defaults: dict[str, Any], key: str,
+             locate: Callable[[str], str]) -> dict[str, Any]:
+    value = _mapping(value, f"{locate(key)}: {key}")
     unknown = sorted(set(value) - set(defaults))
     if unknown:
-        raise ConfigError(f"{where}: unknown key(s) {unknown}; allowed: {sorted(defaults)}")
+        raise ConfigError(f"{locate(f'{key}.{unknown[0]}')}: {key}: unknown key(s) {unknown}; "
+                          f"allowed: {sorted(defaults)}")
     return deep_merge(defaults, value)
 
 
-def _check_train(train: dict[str, Any], where: str) -> None:
-    for key in ("epochs", "batch_size", "devices", "num_nodes"):
-        if not isinstance(train[key], int) or isinstance(train[key], bool) or train[key] < 1:
-            raise ConfigError(f"{where}.{key} must be an integer >= 1, got {train[key]!r}")
-    for key in ("num_workers", "num_threads"):
-        if not isinstance(train[key], int) or isinstance(train[key], bool) or train[key] < 0:
-            raise ConfigError(f"{where}.{key} must be an integer >= 0, got {train[key]!r}")
-    for key in ("lr",):
-        if not isinstance(train[key], (int, float)) or train[key] <= 0:
-            raise ConfigError(f"{where}.{key} must be a positive number, got {train[key]!r}")
-    if train["optimizer"] not in ("adam", "adamw", "sgd"):
-        raise ConfigError(f"{where}.optimizer must be adam, adamw or sgd, got {train['optimizer']!r}")
-    if not isinstance(train["weighting_options"], dict):
-        raise ConfigError(f"{where}.weighting_options must be a mapping")
+def _validated(schema: Any, values: dict[str, Any], key: str,
+               locate: Callable[[str], str]) -> dict[str, Any]:
+    """``values`` checked by a :mod:`training.config_schema` model; one-line ConfigError."""
+    from training.config_schema import first_error, validate_section
+
+    try:
+        return validate_section(schema, values)
+    except ValidationError as exc:
+        sub, reason, value = first_error(exc)
+        full = f"{key}.{sub}" if sub else key
+        raise ConfigError(f"{locate(full)}: {full}: {reason} (got {value!r})") from None
 
 
-def _check_data(data: dict[str, Any], where: str) -> None:
+def _check_train(train: dict[str, Any], key: str,
+                 locate: Callable[[str], str]) -> dict[str, Any]:
+    from training.config_schema import TrainSchema
+
+    return _validated(TrainSchema, train, key, locate)
+
+
+def _check_data(data: dict[str, Any], key: str, locate: Callable[[str], str]) -> dict[str, Any]:
+    from training.config_schema import DataSchema
+
+    where = f"{locate(key)}: {key}"
     synth = data["synth"]
     if synth is not None:
         if not isinstance(synth, dict):
@@ -225,9 +285,13 @@ def _check_data(data: dict[str, Any], where: str) -> None:
     if size is not None and (not isinstance(size, (list, tuple)) or len(size) != 2
                              or not all(isinstance(v, int) and v > 0 for v in size)):
         raise ConfigError(f"{where}.input_size must be [height, width] in pixels, got {size!r}")
+    return _validated(DataSchema, data, key, locate)
 
 
-def _parse_stages(value: Any, train: dict[str, Any], where: str) -> tuple[StageSpec, ...]:
+def _parse_stages(value: Any, train: dict[str, Any], where: str,
+                  locate: Callable[[str], str]) -> tuple[StageSpec, ...]:
+    from training.config_schema import STAGE_OPTION_SCHEMAS
+
     if not isinstance(value, list) or not value:
         raise ConfigError(f"{where}: 'stages:' must be a non-empty list; kinds: {sorted(STAGE_KINDS)}")
     specs: list[StageSpec] = []
@@ -257,13 +321,14 @@ def _parse_stages(value: Any, train: dict[str, Any], where: str) -> tuple[StageS
             # another method's options would be unknown to it: take only the stage's own
             stage_train["weighting_options"] = copy.deepcopy(
                 overrides.get("weighting_options") or {})
-        _check_train(stage_train, f"{here}.train")
+        stage_train = _check_train(stage_train, f"stages.{name}.train", locate)
         allowed = STAGE_KINDS[kind]
         unknown = sorted(set(entry) - set(allowed))
         if unknown:
             raise ConfigError(f"{here} ('{name}', kind {kind}): unknown option(s) {unknown}; "
                               f"allowed: {sorted(allowed)}")
-        options = {**allowed, **entry}
+        options = _validated(STAGE_OPTION_SCHEMAS[kind], {**allowed, **entry},
+                             f"stages.{name}", locate)
         _check_refs(name, kind, options, seen, here)
         seen[name] = kind
         specs.append(StageSpec(name=name, kind=kind, options=options, model=model, train=stage_train))

@@ -42,7 +42,9 @@ from mbmt_ros.runtime.bundle import (
     output_names,
     sha256_file,
 )
+from mbmt_ros.runtime.errors import TensorRTReadinessError
 from mbmt_ros.runtime.torch_graph import BundleGraph
+from mbmt_ros.runtime.trt_readiness import OPSET_RANGE, READINESS_RULES, assert_tensorrt_ready
 from mbmt_ros.tasks import (
     DEPTH,
     IMAGENET_MEAN,
@@ -126,11 +128,13 @@ def export_model(model: nn.Module, out: str | os.PathLike[str], *,
             samples = sample_images(height, width)
             graph = BundleGraph(model, chosen).eval()
             used = _export_onnx(graph, tmp / MODEL_FILE, samples, exporter)
+            _check_tensorrt_ready(tmp / MODEL_FILE)
             parity = {"fp32": parity_check(graph, tmp / MODEL_FILE, samples)}
             _enforce(parity["fp32"])
             if fp16:
                 half = BundleGraph(copy.deepcopy(model).half(), chosen, dtype=torch.float16)
                 _export_onnx(half.eval(), tmp / MODEL_FP16_FILE, samples, exporter)
+                _check_tensorrt_ready(tmp / MODEL_FP16_FILE)
                 parity["fp16"] = _fp16_parity(graph, tmp / MODEL_FP16_FILE, samples)
             save_model(tmp / WEIGHTS_FILE, model, {"exported_tasks": list(chosen),
                                                    "input_size": [height, width]})
@@ -145,6 +149,16 @@ def export_model(model: nn.Module, out: str | os.PathLike[str], *,
               ", ".join(chosen), out,
               parity["fp32"].get("segmentation_agreement", "n/a"))
     return out
+
+
+def _check_tensorrt_ready(path: Path) -> None:
+    """The static TensorRT-readiness check (no TensorRT needed): a graph TensorRT could not
+    build fails the export here, before anything is published, instead of on the robot."""
+    try:
+        assert_tensorrt_ready(path, name=path.name)
+    except TensorRTReadinessError as exc:
+        raise ExportError(f"{exc}. Nothing was written; see docs/deployment.md "
+                          f"(TensorRT readiness)") from exc
 
 
 def _check_destination(out: Path, overwrite: bool) -> None:
@@ -237,7 +251,30 @@ def _declare_output_shapes(path: Path, size: tuple[int, int]) -> None:
             dim.dim_value = value
     for value in model.graph.input:
         value.type.tensor_type.shape.dim[0].dim_param = "batch"
+    _shapes_from_the_cast(model)
     onnx.save(model, str(path))
+
+
+def _shapes_from_the_cast(model: Any) -> None:
+    """Let ``Shape``/``Size`` nodes that read the uint8 input read its Cast instead.
+
+    The torch.export exporter takes the batch size from ``image`` directly; TensorRT wants
+    a uint8 input to feed only a Cast. The graph casts first (same shape), so reading the
+    Cast's output is equivalent.
+    """
+    nodes = model.graph.node
+    cast = next((n for n in nodes if n.op_type == "Cast" and INPUT_NAME in n.input), None)
+    if cast is None:
+        return
+    for node in nodes:
+        if node.op_type in ("Shape", "Size"):
+            node.input[:] = [cast.output[0] if n == INPUT_NAME else n for n in node.input]
+    order = [cast] + [n for n in nodes if n is not cast]  # the Cast reads only the input
+    copies = [type(cast)() for _ in order]
+    for copy_, node in zip(copies, order, strict=True):
+        copy_.CopyFrom(node)
+    del nodes[:]
+    nodes.extend(copies)
 
 
 def _run_exporter(graph: BundleGraph, path: Path, samples: np.ndarray, kind: str) -> None:
@@ -352,6 +389,10 @@ def _meta(model: nn.Module, config: dict[str, Any], tasks: tuple[str, ...],
                                     "in_graph": True}},
         "outputs": outputs,
         "depth_units": "metres",
+        "depth_min": 0.0,
+        "depth_negative": "clamped to 0 in the graph (never negative; REP 118 metres)",
+        "tensorrt_ready": {"checked": True, "rules": dict(READINESS_RULES),
+                           "opset_range": list(OPSET_RANGE)},
         "normals_frame": "camera optical frame (x right, y down, z forward), unit vectors",
         "dynamic_batch": True,
         "onnx": {"exporter": exporter, "opset": 17 if exporter == "torchscript" else 18,

@@ -1,8 +1,11 @@
 """PNG result grids: input / ground truth / prediction per task for a few samples (Figure 6 of
 the MBMT-Net paper), drawn with matplotlib's Agg backend (no display needed).
 
-Segmentation uses the dataset's class palette (void black), depth a shared colour map per sample
-(``turbo``, invalid black) and normals the usual RGB = (n + 1) / 2 encoding (invalid black).
+Every panel is coloured by :mod:`mbmt_ros.ros.colorize`, the module the perception node
+uses for its colour topics, so a grid and rviz show the same colours: segmentation with the
+dataset's class palette (void black), depth with the one depth colour map (``inferno``, near
+bright) over a range shared by ground truth and prediction per sample (invalid black), normals
+as RGB = (n + 1) / 2 (invalid black).
 """
 from __future__ import annotations
 
@@ -13,44 +16,15 @@ from typing import Any
 import numpy as np
 
 from mbmt_ros.io import atomic_path
+from mbmt_ros.ros.colorize import (
+    colorize_depth,
+    colorize_normals,
+    colorize_segmentation,
+    palette_lut,
+)
 from mbmt_ros.tasks import DEPTH, SEGMENTATION, TASKS, default_palette
 
-__all__ = ["colorize_segmentation", "colorize_depth", "colorize_normals", "save_result_grid"]
-
-
-def colorize_segmentation(ids: np.ndarray, palette: Sequence[Sequence[int]]) -> np.ndarray:
-    """(H, W) class ids -> (H, W, 3) uint8; ids outside the palette (void, -1) are black."""
-    ids = np.asarray(ids).astype(np.int64)
-    lut = np.zeros((len(palette) + 1, 3), dtype=np.uint8)
-    lut[:len(palette)] = np.asarray(palette, dtype=np.uint8)
-    ids = np.where((ids >= 0) & (ids < len(palette)), ids, len(palette))
-    return lut[ids]
-
-
-def colorize_depth(depth: np.ndarray, vmin: float | None = None, vmax: float | None = None,
-                   cmap: str = "turbo") -> np.ndarray:
-    """(H, W) metres -> (H, W, 3) uint8 with a colour map; invalid (<= 0, non-finite) black."""
-    from matplotlib import colormaps
-
-    depth = np.asarray(depth, dtype=np.float32).reshape(np.asarray(depth).shape[-2:])
-    valid = np.isfinite(depth) & (depth > 0)
-    if vmin is None or vmax is None:
-        vals = depth[valid]
-        vmin = float(vals.min()) if vals.size else 0.0
-        vmax = float(vals.max()) if vals.size else 1.0
-    scaled = np.clip((depth - vmin) / max(vmax - vmin, 1e-6), 0, 1)
-    rgb = (colormaps[cmap](scaled)[..., :3] * 255).astype(np.uint8)
-    rgb[~valid] = 0
-    return rgb
-
-
-def colorize_normals(normals: np.ndarray) -> np.ndarray:
-    """(H, W, 3) unit vectors -> (H, W, 3) uint8 as (n + 1) / 2; zero (invalid) black."""
-    n = np.asarray(normals, dtype=np.float32)
-    valid = np.isfinite(n).all(axis=-1) & (np.abs(n).sum(axis=-1) > 0)
-    rgb = (np.clip((n + 1.0) / 2.0, 0, 1) * 255).astype(np.uint8)
-    rgb[~valid] = 0
-    return rgb
+__all__ = ["save_result_grid"]
 
 
 def _panels(sample: Mapping[str, Any], tasks: Sequence[str],
@@ -68,11 +42,12 @@ def _panels(sample: Mapping[str, Any], tasks: Sequence[str],
 def _draw(task: str, array: np.ndarray, ref: np.ndarray,
           palette: Sequence[Sequence[int]]) -> np.ndarray:
     if task == SEGMENTATION:
-        return colorize_segmentation(array, palette)
+        return colorize_segmentation(array, palette_lut(palette))
     if task == DEPTH:  # GT and prediction share the GT's colour range
         valid = ref[np.isfinite(ref) & (ref > 0)]
         lo, hi = (float(valid.min()), float(valid.max())) if valid.size else (0.0, 1.0)
-        return colorize_depth(array, lo, hi)
+        depth = np.asarray(array).reshape(np.shape(array)[-2:])  # (H, W) or (1, H, W)
+        return colorize_depth(depth, max_depth=hi, min_depth=lo)
     return colorize_normals(array)
 
 

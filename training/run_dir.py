@@ -6,6 +6,8 @@ Layout (``DIR`` defaults to ``runs/<config name>``)::
     DIR/results.md, results.csv  the comparison table written by the evaluate stage
     DIR/data/                    synthetic data when the config generates it
     DIR/<stage>/done.json        present only once the stage finished (its artefacts are complete)
+    DIR/<stage>/fingerprint.json the fingerprint the folder's contents were made under
+    DIR/<stage>.stale-<time>/    an earlier version of the stage, set aside when it went stale
     DIR/<stage>/model.safetensors  final weights of a training stage (``save_model`` format)
     DIR/<stage>/checkpoints/last.ckpt  Lightning resume state (atomic; ``weights_only`` loads)
     DIR/<stage>/logs/            TensorBoard event files
@@ -18,7 +20,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,10 +32,11 @@ import yaml
 from mbmt_ros.io import atomic_write_json, atomic_write_text
 from training.errors import ConfigError
 
-__all__ = ["RunDir", "DONE_FILE", "MODEL_FILE", "config_digest"]
+__all__ = ["RunDir", "DONE_FILE", "MODEL_FILE", "FINGERPRINT_FILE", "config_digest"]
 
 DONE_FILE = "done.json"
 MODEL_FILE = "model.safetensors"
+FINGERPRINT_FILE = "fingerprint.json"
 
 
 def config_digest(obj: Any) -> str:
@@ -80,10 +85,40 @@ class RunDir:
             raise ConfigError(f"{path} is corrupt ({exc}); delete it to re-run the stage") from exc
 
     def mark_done(self, stage: str, kind: str, digest: str, **info: Any) -> None:
-        """Write ``done.json`` (atomically, last) - the stage's artefacts must already be complete."""
+        """Write ``done.json`` (atomically, last) - the stage's artefacts must already be complete.
+
+        ``run_id`` is new on every run, so stages that read this one see when it was re-run.
+        """
         record = {"stage": stage, "kind": kind, "config_digest": digest,
-                  "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **info}
+                  "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                  "run_id": uuid.uuid4().hex, **info}
         atomic_write_json(self.root / stage / DONE_FILE, record)
+
+    def read_fingerprint(self, stage: str) -> str | None:
+        """The fingerprint recorded when the stage's folder was (last) started, if any."""
+        try:
+            value = json.loads((self.root / stage / FINGERPRINT_FILE).read_text("utf-8"))
+        except (OSError, ValueError):
+            return None
+        return value.get("fingerprint") if isinstance(value, dict) else None
+
+    def write_fingerprint(self, stage: str, fingerprint: str, **info: Any) -> None:
+        atomic_write_json(self.stage_dir(stage) / FINGERPRINT_FILE,
+                          {"fingerprint": fingerprint, **info})
+
+    def set_aside(self, stage: str) -> Path | None:
+        """Rename the stage's folder to ``<stage>.stale-<UTC time>`` (kept, never deleted)."""
+        folder = self.root / stage
+        if not folder.exists():
+            return None
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        target = self.root / f"{stage}.stale-{stamp}"
+        n = 1
+        while target.exists():
+            n += 1
+            target = self.root / f"{stage}.stale-{stamp}-{n}"
+        os.replace(folder, target)
+        return target
 
     def clear_done(self, stage: str) -> None:
         (self.root / stage / DONE_FILE).unlink(missing_ok=True)

@@ -1,7 +1,8 @@
 """timm backbones exposing four feature maps at strides 4, 8, 16 and 32.
 
-Two adapters, both built with ``pretrained=False`` (weights only ever come from a local
-file):
+Two adapters. Weights: none (``pretrained=None``), a local file, or ``"imagenet"`` - timm's
+default pretrained weights, through timm's own loading, download and cache
+(:mod:`.pretrained`):
 
 * EfficientNet-family models (timm's ``efficientnet`` module: EfficientNet, MixNet,
   MnasNet, ...) keep their final 1x1 ``conv_head`` (+ ``bn2`` with activation): as in
@@ -21,9 +22,10 @@ import torch
 from torch import nn
 
 from ..errors import ModelConfigError
+from .pretrained import IMAGENET, timm_weight_kwargs
 from .state_dict import load_state_dict_checked, read_state_dict
 
-__all__ = ["STRIDES", "Backbone", "create_backbone"]
+__all__ = ["STRIDES", "Backbone", "create_backbone", "create_timm_model"]
 
 LOG = logging.getLogger(__name__)
 
@@ -93,13 +95,35 @@ def _entrypoint_module(name: str) -> str:
     return timm.models.model_entrypoint(name).__module__
 
 
-def create_backbone(name: str, in_chans: int = 3, pretrained: str | None = None) -> Backbone:
+def create_timm_model(name: str, pretrained: str | None, overlay: dict | None = None,
+                      **kwargs) -> nn.Module:
+    """``timm.create_model`` with ``pretrained: imagenet`` handled by timm itself; a failed
+    download or an offline Hub without cached weights is one ModelConfigError line."""
+    import timm
+
+    weights = timm_weight_kwargs(pretrained, overlay)
+    try:
+        return timm.create_model(name, **weights, **kwargs)
+    except (OSError, RuntimeError, ValueError) as exc:
+        if not weights["pretrained"]:
+            raise
+        from .pretrained import weights_cache_dir
+
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelConfigError(
+            f"model.pretrained: imagenet: cannot load the ImageNet weights of {name!r} "
+            f"({reason}); the cache is {weights_cache_dir(name)} - or set model.pretrained to "
+            "a local weight file") from exc
+
+
+def create_backbone(name: str, in_chans: int = 3, pretrained: str | None = None,
+                    pretrained_cfg_overlay: dict | None = None) -> Backbone:
     """Build backbone ``name`` (a timm model name) for ``in_chans`` input channels.
 
-    ``pretrained`` is an optional local weight file (safetensors or a weights-only torch
-    state dict) for the timm model; nothing is ever downloaded.
+    ``pretrained``: None (random weights), a local weight file (safetensors or a weights-only
+    torch state dict), or ``"imagenet"``: timm's default pretrained weights, downloaded and
+    cached by timm (``pretrained_cfg_overlay`` is passed to timm, e.g. ``{"file": path}``).
     """
-    import timm
 
     if not isinstance(name, str) or not name:
         raise ModelConfigError(f"backbone must be a timm model name, got {name!r}")
@@ -107,7 +131,8 @@ def create_backbone(name: str, in_chans: int = 3, pretrained: str | None = None)
         raise ModelConfigError(f"backbone {name!r}: in_chans must be >= 1, got {in_chans}")
     conv_head = _entrypoint_module(name) == "timm.models.efficientnet"
     if conv_head:
-        body = timm.create_model(name, pretrained=False, num_classes=0, in_chans=in_chans)
+        body = create_timm_model(name, pretrained, pretrained_cfg_overlay, num_classes=0,
+                                 in_chans=in_chans)
         reductions = [int(info["reduction"]) for info in body.feature_info]
         indices = _select_by_stride(reductions, name)
         channels = [int(body.feature_info[i]["num_chs"]) for i in indices[:3]]
@@ -115,8 +140,10 @@ def create_backbone(name: str, in_chans: int = 3, pretrained: str | None = None)
         indices = indices[:3]
     else:
         try:
-            body = timm.create_model(name, pretrained=False, features_only=True,
-                                     in_chans=in_chans)
+            body = create_timm_model(name, pretrained, pretrained_cfg_overlay,
+                                     features_only=True, in_chans=in_chans)
+        except ModelConfigError:
+            raise
         except (RuntimeError, AssertionError, TypeError, ValueError) as exc:
             raise ModelConfigError(
                 f"backbone {name!r} cannot expose intermediate features in timm ({exc}); "
@@ -125,6 +152,6 @@ def create_backbone(name: str, in_chans: int = 3, pretrained: str | None = None)
         indices = _select_by_stride(list(body.feature_info.reduction()), name)
         channels = [int(body.feature_info.channels()[i]) for i in indices]
     backbone = Backbone(name, body, indices, channels, int(in_chans), conv_head)
-    if pretrained:
+    if pretrained and pretrained != IMAGENET:
         backbone.load_pretrained(pretrained)
     return backbone

@@ -23,7 +23,7 @@ from ..errors import ModelConfigError
 from ..tasks import TASKS, validate_tasks
 
 __all__ = ["COMMON_DEFAULTS", "ModelBuilder", "register_model", "available_models",
-           "resolve_model_config", "build_model"]
+           "model_config_keys", "resolve_model_config", "build_model"]
 
 #: Keys every architecture accepts, with their defaults.
 COMMON_DEFAULTS: dict[str, Any] = {
@@ -70,6 +70,13 @@ def available_models() -> dict[str, str]:
     """Registered architecture names -> one-line descriptions."""
     _ensure_registered()
     return {name: entry.description for name, entry in sorted(_REGISTRY.items())}
+
+
+def model_config_keys(arch: str) -> set[str]:
+    """The keys a ``model:`` config of architecture ``arch`` accepts (empty if unknown)."""
+    _ensure_registered()
+    entry = _REGISTRY.get(arch)
+    return {"arch", *COMMON_DEFAULTS, *entry.defaults} if entry is not None else set()
 
 
 def _positive_int(cfg: dict[str, Any], key: str) -> None:

@@ -39,7 +39,7 @@ from torch import nn
 from ..errors import ModelConfigError, ModelInputError
 from ..tasks import DEPTH, IGNORE_INDEX, NORMALS, SEGMENTATION, TASKS
 from .architectures import extra_modality_channels, validate_multi_backbone
-from .backbone import STRIDES, Backbone, create_backbone
+from .backbone import STRIDES, Backbone, create_backbone, create_timm_model
 from .encoder import MultiBackboneEncoder
 from .factory import register_model
 from .mtinet_blocks import (
@@ -49,6 +49,7 @@ from .mtinet_blocks import (
     MultiModalDistillation,
     resize_to,
 )
+from .pretrained import IMAGENET
 from .state_dict import load_state_dict_checked, read_state_dict
 from .task_heads import task_output_channels
 from .two_way_fpn import TwoWayFPN
@@ -305,13 +306,13 @@ def create_mti_backbone(name: str, in_chans: int = 3, pretrained: str | None = N
     if not (hrnet_branches and isinstance(name, str) and timm.models.is_model(name)
             and timm.models.model_entrypoint(name).__module__ == "timm.models.hrnet"):
         return create_backbone(name, in_chans=in_chans, pretrained=pretrained)
-    body = timm.create_model(name, pretrained=False, features_only=True, feature_location="",
+    body = create_timm_model(name, pretrained, features_only=True, feature_location="",
                              in_chans=in_chans)
     reductions = list(body.feature_info.reduction())
     indices = [reductions.index(s) for s in STRIDES]
     channels = [int(body.feature_info.channels()[i]) for i in indices]
     backbone = Backbone(name, body, indices, channels, int(in_chans), conv_head=False)
-    if pretrained:
+    if pretrained and pretrained != IMAGENET:
         load_state_dict_checked(backbone.body, read_state_dict(pretrained),
                                 f"pretrained weights {pretrained}",
                                 ignore_unexpected=_HRNET_HEAD_PREFIXES)

@@ -1,15 +1,24 @@
-"""sensor_msgs/CompressedImage (JPEG / PNG) <-> RGB NumPy arrays, with Pillow."""
+"""sensor_msgs/CompressedImage (JPEG / PNG) <-> RGB NumPy arrays, with Pillow.
+
+The one compressed-image decoder: the node (rclpy messages) and ``mbmt-train extract-bag``
+(``rosbags`` messages) both call :func:`decode_compressed`, which reads only ``data`` and
+``format``; importing this module needs no ROS (only :func:`encode_compressed` builds an
+rclpy message).
+"""
 from __future__ import annotations
 
 import array
 import io
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image as PILImage
-from sensor_msgs.msg import CompressedImage
-from std_msgs.msg import Header
 
 from mbmt_ros.ros.errors import ImageConversionError
+
+if TYPE_CHECKING:  # rclpy messages; any object with the same fields is accepted
+    from sensor_msgs.msg import CompressedImage
+    from std_msgs.msg import Header
 
 __all__ = ["COMPRESSED_FORMATS", "decode_compressed", "encode_compressed"]
 
@@ -47,6 +56,8 @@ def decode_compressed(msg: CompressedImage) -> np.ndarray:
 def encode_compressed(rgb: np.ndarray, fmt: str = "jpeg", header: Header | None = None,
                       quality: int = 90) -> CompressedImage:
     """Encode ``(H, W, 3)`` uint8 RGB as a JPEG or PNG CompressedImage (``fmt`` jpeg | png)."""
+    from sensor_msgs.msg import CompressedImage  # only here: decoding needs no ROS
+
     fmt = fmt.lower()
     if fmt not in ("jpeg", "png"):
         raise ImageConversionError(f"compressed format must be 'jpeg' or 'png', got {fmt!r}")

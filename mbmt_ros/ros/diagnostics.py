@@ -3,18 +3,58 @@
 :class:`FrameStats` is thread-safe (the subscription callback, the inference worker and the
 diagnostics timer all touch it) and ROS-free except for :meth:`FrameStats.to_status`.
 Rates and latency figures cover the time since the previous report (about a second);
-dropped / rejected / processed counters are totals since activation.
+dropped / rejected / processed counters are totals since activation. Per-frame timing
+segments (:class:`FrameTiming`: stamps taken in the node from receipt to the last publish)
+are kept for the last ``window`` processed frames, whose p50/p99 each report gives, with the
+node's overhead ``(receipt -> last publish - predict) / predict`` per frame: a few frames
+per period are too few for a p99.
 """
 from __future__ import annotations
 
 import statistics
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass, field
 
+import numpy as np
 from diagnostic_msgs.msg import DiagnosticStatus, KeyValue
 
-__all__ = ["FrameStats", "StatsReport"]
+__all__ = ["FrameStats", "FrameTiming", "StatsReport", "SEGMENTS"]
+
+#: Timing segments of one frame, in order; ``total`` is receipt -> last publish returned.
+SEGMENTS = ("queue", "convert", "predict", "build", "publish", "total")
+
+
+@dataclass(frozen=True)
+class FrameTiming:
+    """Monotonic stamps (``time.monotonic_ns``) of one frame's way through the node:
+    received by the subscription callback, taken by the inference thread, converted to RGB,
+    predict started / returned, output messages built, last publish returned."""
+
+    received: int
+    taken: int
+    converted: int
+    predict_start: int
+    predict_end: int
+    built: int
+    published: int
+
+    def segments_ms(self) -> dict[str, float]:
+        """Milliseconds per segment of :data:`SEGMENTS` (``total`` also holds the short step
+        between conversion and predict, so it is at least the sum of the others)."""
+        ms = 1e-6
+        return {"queue": (self.taken - self.received) * ms,
+                "convert": (self.converted - self.taken) * ms,
+                "predict": (self.predict_end - self.predict_start) * ms,
+                "build": (self.built - self.predict_end) * ms,
+                "publish": (self.published - self.built) * ms,
+                "total": (self.published - self.received) * ms}
+
+    def overhead_pct(self) -> float:
+        """The node's overhead on this frame: (total - predict) / predict, in percent."""
+        predict = self.predict_end - self.predict_start
+        return 100.0 * (self.published - self.received - predict) / predict if predict > 0 else float("nan")
 
 
 @dataclass(frozen=True)
@@ -34,18 +74,27 @@ class StatsReport:
     rejected_in_period: int
     errors_in_period: int
     last_error: str = ""
+    receipt_latency_median_ms: float = float("nan")
+    receipt_latency_max_ms: float = float("nan")
+    skipped: int = 0
+    #: ``<segment>_p50_ms`` / ``_p99_ms`` and ``overhead_p50_pct`` / ``_p99_pct`` over the window
+    timing: dict[str, float] = field(default_factory=dict)
+    timing_frames: int = 0
 
 
 @dataclass
 class FrameStats:
-    """Counters and per-frame latencies, reset per period by :meth:`report`."""
+    """Counters and per-frame latencies, reset per period by :meth:`report`; frame timings
+    of the last ``window`` processed frames."""
 
+    window: int = 1000
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     received: int = 0
     processed: int = 0
     dropped: int = 0
     rejected: int = 0
     errors: int = 0
+    skipped: int = 0
     last_error: str = ""
     _period_start: float = field(default_factory=time.monotonic)
     _period_received: int = 0
@@ -54,6 +103,16 @@ class FrameStats:
     _period_errors: int = 0
     _latencies: list[float] = field(default_factory=list)
     _inference: list[float] = field(default_factory=list)
+    _receipt: list[float] = field(default_factory=list)
+    _timings: deque = field(default_factory=deque, repr=False)
+
+    def __post_init__(self) -> None:
+        self._timings = deque(maxlen=max(1, int(self.window)))
+
+    def on_skipped(self) -> None:
+        """A frame was not even decoded: no output had a subscriber."""
+        with self._lock:
+            self.skipped += 1
 
     def on_received(self, dropped_older: bool) -> None:
         """A frame arrived; ``dropped_older`` when it replaced one never processed."""
@@ -75,22 +134,39 @@ class FrameStats:
             self._period_errors += 1
             self.last_error = reason
 
-    def on_processed(self, latency_s: float, inference_s: float = float("nan")) -> None:
-        """A frame's outputs are published: ``latency_s`` from its stamp, ``inference_s`` of
-        it in the backend (the rest is the node's own overhead)."""
+    def on_processed(self, latency_s: float, inference_s: float = float("nan"),
+                     timing: FrameTiming | None = None) -> None:
+        """A frame's outputs are published: ``latency_s`` from its header stamp,
+        ``inference_s`` of it in the backend, ``timing`` its stamps in the node (giving the
+        latency from receipt and the segments)."""
         with self._lock:
             self.processed += 1
             self._period_processed += 1
             self._latencies.append(latency_s)
             if inference_s == inference_s:
                 self._inference.append(inference_s)
+            if timing is not None:
+                segments = timing.segments_ms()
+                self._receipt.append(segments["total"] / 1e3)
+                self._timings.append((*(segments[s] for s in SEGMENTS), timing.overhead_pct()))
+
+    def _timing_percentiles(self) -> dict[str, float]:
+        if not self._timings:
+            return {}
+        table = np.asarray(self._timings, dtype=np.float64)
+        p50, p99 = np.nanpercentile(table, [50, 99], axis=0)
+        out: dict[str, float] = {}
+        for i, name in enumerate([*SEGMENTS, "overhead"]):
+            unit = "pct" if name == "overhead" else "ms"
+            out[f"{name}_p50_{unit}"], out[f"{name}_p99_{unit}"] = float(p50[i]), float(p99[i])
+        return out
 
     def report(self, now: float | None = None) -> StatsReport:
         """Figures since the previous call; starts a new period."""
         now = time.monotonic() if now is None else now
         with self._lock:
             period = max(now - self._period_start, 1e-9)
-            lat = self._latencies
+            lat, receipt = self._latencies, self._receipt
             rep = StatsReport(
                 input_rate_hz=self._period_received / period,
                 output_rate_hz=self._period_processed / period,
@@ -101,11 +177,15 @@ class FrameStats:
                 received=self.received, processed=self.processed, dropped=self.dropped,
                 rejected=self.rejected, errors=self.errors,
                 rejected_in_period=self._period_rejected, errors_in_period=self._period_errors,
-                last_error=self.last_error)
+                last_error=self.last_error,
+                receipt_latency_median_ms=1e3 * statistics.median(receipt) if receipt else float("nan"),
+                receipt_latency_max_ms=1e3 * max(receipt) if receipt else float("nan"),
+                skipped=self.skipped, timing=self._timing_percentiles(),
+                timing_frames=len(self._timings))
             self._period_start = now
             self._period_received = self._period_processed = 0
             self._period_rejected = self._period_errors = 0
-            self._latencies, self._inference = [], []
+            self._latencies, self._inference, self._receipt = [], [], []
         return rep
 
     @staticmethod
@@ -126,10 +206,15 @@ class FrameStats:
             "output_rate_hz": f"{report.output_rate_hz:.2f}",
             "latency_median_ms": f"{report.latency_median_ms:.2f}",
             "latency_max_ms": f"{report.latency_max_ms:.2f}",
+            "latency_receipt_median_ms": f"{report.receipt_latency_median_ms:.2f}",
+            "latency_receipt_max_ms": f"{report.receipt_latency_max_ms:.2f}",
             "inference_median_ms": f"{report.inference_median_ms:.2f}",
+            "timing_frames": str(report.timing_frames),
+            **{k: f"{v:.3f}" for k, v in report.timing.items()},
             "received_frames": str(report.received),
             "processed_frames": str(report.processed),
             "dropped_frames": str(report.dropped),
+            "skipped_frames": str(report.skipped),
             "rejected_frames": str(report.rejected),
             "inference_errors": str(report.errors),
         }

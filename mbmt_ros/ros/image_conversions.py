@@ -1,28 +1,41 @@
-"""sensor_msgs/Image <-> NumPy without cv_bridge.
+"""sensor_msgs/Image <-> NumPy without cv_bridge: the one image decoder of the project.
+
+The perception node (rclpy messages) and ``mbmt-train extract-bag`` (``rosbags`` messages)
+both decode camera and depth images here: every function reads only the message fields
+(``height``, ``width``, ``step``, ``encoding``, ``is_bigendian``, ``data``), so any message
+object with those fields works, and importing this module needs no ROS (``sensor_msgs`` is
+imported only by :func:`numpy_to_image`, which builds an rclpy message).
 
 :func:`image_to_numpy` returns a *view* of the message buffer (no copy) for every encoding,
 padded row steps included; :func:`to_rgb8` turns any supported camera encoding into the
 network's ``(H, W, 3)`` uint8 RGB input (a view for rgb8/rgba8/bgr8/bgra8, a computed array
-for mono8 and YUV 4:2:2); :func:`numpy_to_image` builds a message with one buffer copy.
+for mono8/mono16, Bayer and YUV 4:2:2); :func:`to_depth_m` turns a 16UC1/mono16 (millimetres)
+or 32FC1 (metres) depth image into float32 metres; :func:`numpy_to_image` builds a message
+with one buffer copy.
 
-Encoding names follow ROS ``sensor_msgs/image_encodings.hpp``: ``yuv422`` is UYVY (also
-``uyvy``), ``yuv422_yuy2`` is YUYV (also ``yuyv``). YUV is decoded with the ITU-R BT.601
-video-range matrix, as OpenCV (and hence cv_bridge) does.
+Encoding names follow ROS ``sensor_msgs/image_encodings.hpp`` (matched case-insensitively):
+``yuv422`` is UYVY (also ``uyvy``), ``yuv422_yuy2`` is YUYV (also ``yuyv``). YUV is decoded
+with the ITU-R BT.601 video-range matrix, as OpenCV (and hence cv_bridge) does; Bayer
+mosaics (``bayer_rggb8`` ... ``bayer_grbg16``) are demosaiced bilinearly.
 """
 from __future__ import annotations
 
 import array
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-from sensor_msgs.msg import Image
-from std_msgs.msg import Header
 
 from mbmt_ros.ros.errors import ImageConversionError
 
+if TYPE_CHECKING:  # rclpy messages; any object with the same fields is accepted
+    from sensor_msgs.msg import Image
+    from std_msgs.msg import Header
+
 __all__ = [
-    "ENCODINGS", "INPUT_ENCODINGS", "EncodingInfo", "image_to_numpy", "numpy_to_image",
-    "to_rgb8", "rgb8_to_yuv422", "yuv422_to_rgb8",
+    "ENCODINGS", "INPUT_ENCODINGS", "DEPTH_ENCODINGS", "EncodingInfo", "canonical_encoding",
+    "image_to_numpy", "numpy_to_image", "to_rgb8", "to_depth_m", "rgb8_to_yuv422",
+    "yuv422_to_rgb8", "demosaic",
 ]
 
 
@@ -34,6 +47,8 @@ class EncodingInfo:
     channels: int
     #: "uyvy" / "yuyv" for packed 4:2:2 (2 bytes a pixel, shape (H, W, 2)); "" otherwise.
     yuv: str = ""
+    #: Bayer mosaic, the colours of the top-left 2x2 block ("rggb", "bggr", "gbrg", "grbg").
+    bayer: str = ""
 
     @property
     def bytes_per_pixel(self) -> int:
@@ -51,16 +66,27 @@ ENCODINGS: dict[str, EncodingInfo] = {
     "64FC1": EncodingInfo("f8", 1),
     "yuv422": EncodingInfo("u1", 2, "uyvy"), "uyvy": EncodingInfo("u1", 2, "uyvy"),
     "yuv422_yuy2": EncodingInfo("u1", 2, "yuyv"), "yuyv": EncodingInfo("u1", 2, "yuyv"),
+    **{f"bayer_{p}{bits}": EncodingInfo(dtype, 1, bayer=p)
+       for p in ("rggb", "bggr", "gbrg", "grbg") for bits, dtype in (("8", "u1"), ("16", "u2"))},
 }
-#: Encodings the perception node accepts as camera input.
+#: Encodings accepted as camera (colour) input by the node and ``extract-bag``.
 INPUT_ENCODINGS: tuple[str, ...] = (
-    "rgb8", "bgr8", "rgba8", "bgra8", "mono8", "yuv422", "uyvy", "yuv422_yuy2", "yuyv",
+    "rgb8", "bgr8", "rgba8", "bgra8", "mono8", "mono16", "yuv422", "uyvy", "yuv422_yuy2",
+    "yuyv", *sorted(e for e, i in ENCODINGS.items() if i.bayer),
 )
+#: Depth encodings and their scale to metres (REP 118: 16UC1 millimetres, 32FC1 metres).
+DEPTH_ENCODINGS: dict[str, float] = {"16UC1": 1e-3, "mono16": 1e-3, "32FC1": 1.0}
+_BY_LOWER = {name.lower(): name for name in ENCODINGS}
+
+
+def canonical_encoding(encoding: str) -> str:
+    """The ROS spelling of ``encoding`` (``"16uc1"`` -> ``"16UC1"``); unknown names unchanged."""
+    return encoding if encoding in ENCODINGS else _BY_LOWER.get(str(encoding).lower(), encoding)
 
 
 def _info(encoding: str) -> EncodingInfo:
     try:
-        return ENCODINGS[encoding]
+        return ENCODINGS[canonical_encoding(encoding)]
     except KeyError:
         raise ImageConversionError(
             f"unknown image encoding {encoding!r}; supported: {sorted(ENCODINGS)}") from None
@@ -104,7 +130,10 @@ def numpy_to_image(array_: np.ndarray, encoding: str, header: Header | None = No
     ``step`` (bytes a row) defaults to the packed row size; a larger step pads each row with
     zeros. The data are copied once into the message buffer.
     """
+    from sensor_msgs.msg import Image  # only here: decoding needs no ROS
+
     info = _info(encoding)
+    encoding = canonical_encoding(encoding)
     arr = np.asarray(array_)
     expected_ndim = 2 if info.channels == 1 else 3
     if arr.ndim != expected_ndim or (expected_ndim == 3 and arr.shape[2] != info.channels):
@@ -138,19 +167,69 @@ def numpy_to_image(array_: np.ndarray, encoding: str, header: Header | None = No
 
 
 def to_rgb8(msg: Image) -> np.ndarray:
-    """The image as ``(H, W, 3)`` uint8 RGB, the network input; a view where the layout allows."""
-    if msg.encoding not in INPUT_ENCODINGS:
+    """The image as ``(H, W, 3)`` uint8 RGB, the network input; a view where the layout allows.
+
+    mono16 and 16-bit Bayer keep their 8 most significant bits.
+    """
+    encoding = canonical_encoding(msg.encoding)
+    if encoding not in INPUT_ENCODINGS:
         raise ImageConversionError(
             f"encoding {msg.encoding!r} is not a camera input encoding; use one of {list(INPUT_ENCODINGS)}")
     pixels = image_to_numpy(msg)
-    encoding = msg.encoding
+    info = ENCODINGS[encoding]
     if encoding in ("rgb8", "rgba8"):
         return pixels[..., :3]
     if encoding in ("bgr8", "bgra8"):
         return pixels[..., 2::-1]
-    if encoding == "mono8":
+    if pixels.dtype.itemsize == 2:  # mono16, bayer_*16
+        pixels = (pixels >> 8).astype(np.uint8)
+    if info.bayer:
+        return demosaic(pixels, info.bayer)
+    if info.channels == 1:  # mono8, mono16
         return np.repeat(pixels[..., None], 3, axis=2)
-    return yuv422_to_rgb8(pixels, ENCODINGS[encoding].yuv)
+    return yuv422_to_rgb8(pixels, info.yuv)
+
+
+def to_depth_m(msg: Image) -> np.ndarray:
+    """A depth image as ``(H, W)`` float32 metres (a new array); 0 marks invalid pixels
+    (0, negative or non-finite in the message). 16UC1/mono16 are millimetres, 32FC1 metres."""
+    encoding = canonical_encoding(msg.encoding)
+    if encoding not in DEPTH_ENCODINGS:
+        raise ImageConversionError(
+            f"encoding {msg.encoding!r} is not a depth encoding; use 16UC1 (millimetres) or "
+            "32FC1 (metres)")
+    depth = image_to_numpy(msg).astype(np.float32) * np.float32(DEPTH_ENCODINGS[encoding])
+    depth[~(np.isfinite(depth) & (depth > 0))] = 0.0
+    return depth
+
+
+_BILINEAR = np.array([[1, 2, 1], [2, 4, 2], [1, 2, 1]], dtype=np.float32)
+
+
+def demosaic(raw: np.ndarray, pattern: str) -> np.ndarray:
+    """Bilinear demosaicing of an ``(H, W)`` uint8 Bayer mosaic to ``(H, W, 3)`` uint8 RGB.
+
+    ``pattern`` names the colours of the top-left 2x2 block (``rggb``, ``bggr``, ``gbrg``,
+    ``grbg``). Each missing colour is the weighted mean of the samples of that colour in the
+    3x3 neighbourhood (normalised convolution, so borders and any size work).
+    """
+    if len(pattern) != 4 or sorted(pattern) != ["b", "g", "g", "r"]:
+        raise ImageConversionError(f"unknown Bayer pattern {pattern!r} (rggb, bggr, gbrg or grbg)")
+    h, w = raw.shape
+    values = np.zeros((h + 2, w + 2, 3), dtype=np.float32)
+    mask = np.zeros((h + 2, w + 2, 3), dtype=np.float32)
+    for k, colour in enumerate(pattern):
+        c = "rgb".index(colour)
+        dy, dx = divmod(k, 2)
+        values[1 + dy:h + 1:2, 1 + dx:w + 1:2, c] = raw[dy::2, dx::2]
+        mask[1 + dy:h + 1:2, 1 + dx:w + 1:2, c] = 1.0
+    total = np.zeros((h, w, 3), dtype=np.float32)
+    weight = np.zeros((h, w, 3), dtype=np.float32)
+    for (i, j), k in np.ndenumerate(_BILINEAR):
+        total += k * values[i:i + h, j:j + w]
+        weight += k * mask[i:i + h, j:j + w]
+    rgb = np.where(mask[1:-1, 1:-1] > 0, values[1:-1, 1:-1], total / np.maximum(weight, 1.0))
+    return np.clip(np.rint(rgb), 0, 255).astype(np.uint8)
 
 
 # ITU-R BT.601, video range (Y in [16, 235], U/V in [16, 240]) - OpenCV's YUV 4:2:2 matrix.

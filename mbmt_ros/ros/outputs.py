@@ -15,20 +15,20 @@ from std_msgs.msg import Header
 from mbmt_ros.ros.colorize import colorize_depth, colorize_normals, colorize_segmentation
 from mbmt_ros.ros.image_conversions import numpy_to_image
 from mbmt_ros.ros.pointcloud import Intrinsics, depth_to_points, points_to_msg
+from mbmt_ros.ros.topics import (  # the topic names live in one place (topics.py)
+    DEPTH_TOPIC,
+    NORMALS_COLOR,
+    NORMALS_TOPIC,
+    OUTPUT_TOPICS,
+    POINTS,
+    SEG,
+    SEG_COLOR,
+    TOPICS_BY_TASK,
+)
 from mbmt_ros.tasks import DEPTH, NO_PREDICTION, NORMALS, SEGMENTATION
 
-__all__ = ["OUTPUT_TOPICS", "TOPICS_BY_TASK", "OutputOptions", "segmentation_ids",
+__all__ = ["OUTPUT_TOPICS", "TOPICS_BY_TASK", "POINTS", "OutputOptions", "segmentation_ids",
            "build_outputs"]
-
-SEG, SEG_COLOR, DEPTH_TOPIC, NORMALS_TOPIC, NORMALS_COLOR, POINTS = (
-    "~/segmentation", "~/segmentation/color", "~/depth", "~/normals", "~/normals/color",
-    "~/points")
-#: Every output topic of the node (relative to its private namespace).
-OUTPUT_TOPICS: tuple[str, ...] = (SEG, SEG_COLOR, DEPTH_TOPIC, NORMALS_TOPIC, NORMALS_COLOR, POINTS)
-#: The image topics each task feeds (``~/points`` needs depth and is optional).
-TOPICS_BY_TASK: dict[str, tuple[str, ...]] = {
-    SEGMENTATION: (SEG, SEG_COLOR), DEPTH: (DEPTH_TOPIC,), NORMALS: (NORMALS_TOPIC, NORMALS_COLOR),
-}
 
 
 @dataclass(frozen=True)

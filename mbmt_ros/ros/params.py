@@ -1,18 +1,24 @@
-"""The perception node's parameters: one table (name, default, description, range), the
-validated :class:`NodeParams`, and QoS profiles by name.
+"""The perception node's parameters: one table (name, default, description, range, choices,
+live or not), the validated :class:`NodeParams`, and QoS profiles by name.
 
-:func:`validate_params` is ROS-free so every rule is unit-tested; the node declares each
-:data:`PARAMETERS` entry with a descriptor built from the same table (``ros2 param describe``
-shows the text) and fails ``configure`` with :class:`NodeParameterError` on a bad value.
+Everything the node does with a parameter comes from :data:`PARAMETERS`: its ROS type and
+``FloatingPointRange`` / ``IntegerRange`` descriptor (:func:`descriptor`, shown by
+``ros2 param describe``), the check of one value on every set (:func:`check_value`, used by
+the node's set-parameters callback to refuse a bad value with a reason) and whether a new
+value applies at once (``live``) or at the next configure. Adding a parameter group is adding
+rows here and fields (named by :func:`field_name`) to :class:`NodeParams`.
+:func:`validate_params` checks a whole set (missing values take their default) for
+``configure``; the rules are ROS-free apart from the descriptor message, so every one is
+unit-tested.
 """
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, ParameterType
 from rclpy.qos import (
     DurabilityPolicy,
     HistoryPolicy,
@@ -24,49 +30,62 @@ from rclpy.qos import (
 from mbmt_ros.ros.errors import NodeParameterError
 from mbmt_ros.tasks import validate_tasks
 
-__all__ = ["ParamSpec", "PARAMETERS", "NodeParams", "validate_params", "qos_profile",
-           "BACKENDS", "PRECISIONS", "QOS_PRESETS", "POINTCLOUD_COLORS"]
+__all__ = ["ParamSpec", "PARAMETERS", "SPECS", "LIVE_PARAMETERS", "NodeParams", "validate_params",
+           "check_value", "coerce_value", "descriptor", "field_name", "qos_profile", "BACKENDS",
+           "PRECISIONS", "DEVICES", "QOS_PRESETS", "POINTCLOUD_COLORS"]
 
-BACKENDS = ("auto", "tensorrt", "onnxruntime", "torch")
-PRECISIONS = ("fp32", "fp16", "int8")
+BACKENDS = ("auto", "tensorrt", "onnxruntime", "openvino", "torch")
+PRECISIONS = ("fp32", "fp16", "bf16", "int8")
+#: ``gpu`` and ``auto`` are OpenVINO device names; the runtime refuses a device its backend lacks.
+DEVICES = ("cuda", "cpu", "gpu", "auto")
 QOS_PRESETS = ("sensor_data", "reliable", "best_effort")
 POINTCLOUD_COLORS = ("segmentation", "image", "depth")
-_DEVICE = re.compile(r"^(cpu|cuda)$")
 
 
 @dataclass(frozen=True)
 class ParamSpec:
-    """One parameter: ``default`` None means typed but unset (a string array)."""
+    """One parameter. Its ROS type is that of ``default`` (None: a string array, unset by
+    default); ``min``/``max`` give the range, ``choices`` the allowed strings; ``live``: a new
+    value applies to the next frame, otherwise at the next configure."""
 
     name: str
     default: Any
     description: str
     min: float | None = None
     max: float | None = None
+    choices: tuple[str, ...] = ()
+    live: bool = False
 
 
 PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec("bundle", "", "Model bundle directory (model.onnx + meta.json) made by `mbmt-train export`."),
-    ParamSpec("backend", "auto", f"Inference backend: {' | '.join(BACKENDS)} (auto: TensorRT, else ONNX Runtime, else torch)."),
-    ParamSpec("precision", "fp16", f"Inference precision: {' | '.join(PRECISIONS)} (where the backend supports it)."),
-    ParamSpec("device", "cuda", "Device: cuda or cpu."),
+    ParamSpec("backend", "auto", "Inference backend (auto: TensorRT, else ONNX Runtime, else torch).", choices=BACKENDS),
+    ParamSpec("precision", "fp16", "Inference precision (where the backend supports it; /diagnostics shows what runs).", choices=PRECISIONS),
+    ParamSpec("device", "cuda", "Device: cuda or cpu (OpenVINO also gpu, auto).", choices=DEVICES),
+    ParamSpec("num_threads", 0, "CPU backends: intra-op threads (0 = the library's default, all cores).", 0, 1024),
+    ParamSpec("workspace_mb", 1024, "TensorRT (and the ONNX Runtime TensorRT EP): builder workspace limit in MiB (0 = no limit, TensorRT's own default).", 0, 1048576),
     ParamSpec("tasks", None, "Tasks to publish (segmentation, depth, normals); unset = every task of the bundle."),
-    ParamSpec("overlay_alpha", 0.5, "Opacity of class colours over the input in ~/segmentation/color (1 = colours only).", 0.0, 1.0),
+    ParamSpec("overlay_alpha", 0.5, "Opacity of class colours over the input in ~/segmentation/color (1 = colours only).", 0.0, 1.0, live=True),
     ParamSpec("palette_file", "", "JSON/YAML list of [r, g, b] per class; empty = the bundle's palette."),
-    ParamSpec("min_confidence", 0.0, "Pixels whose class confidence is below this are 255 (no prediction).", 0.0, 1.0),
+    ParamSpec("min_confidence", 0.0, "Pixels whose class confidence is below this are 255 (no prediction).", 0.0, 1.0, live=True),
     ParamSpec("pointcloud", False, "Publish ~/points (needs camera_info)."),
-    ParamSpec("pointcloud_stride", 2, "Use every n-th pixel (in x and y) for ~/points.", 1, 64),
-    ParamSpec("pointcloud_color", "segmentation", f"Point colours: {' | '.join(POINTCLOUD_COLORS)}."),
-    ParamSpec("max_depth", 10.0, "Depth (m) at the end of the depth colour scale; farther points are left out of ~/points.", 0.01, 1000.0),
-    ParamSpec("use_compressed", False, "Also subscribe image/compressed (JPEG/PNG)."),
-    ParamSpec("qos.input", "sensor_data", f"QoS of image/camera_info subscriptions: {' | '.join(QOS_PRESETS)}."),
+    ParamSpec("pointcloud_stride", 2, "Use every n-th pixel (in x and y) for ~/points.", 1, 64, live=True),
+    ParamSpec("pointcloud_color", "segmentation", "Point colours.", choices=POINTCLOUD_COLORS, live=True),
+    ParamSpec("max_depth", 10.0, "Depth (m) at the end of the depth colour scale; farther points are left out of ~/points.", 0.01, 1000.0, live=True),
+    ParamSpec("use_compressed", False, "Subscribe image/compressed (JPEG/PNG) instead of image."),
+    ParamSpec("qos.input", "sensor_data", "QoS of image/camera_info subscriptions.", choices=QOS_PRESETS),
     ParamSpec("qos.input_depth", 1, "History depth of the input subscriptions.", 1, 100),
-    ParamSpec("qos.output", "reliable", f"QoS of the output publishers: {' | '.join(QOS_PRESETS)}."),
+    ParamSpec("qos.output", "reliable", "QoS of the output publishers.", choices=QOS_PRESETS),
     ParamSpec("qos.output_depth", 1, "History depth of the output publishers.", 1, 100),
     ParamSpec("diagnostics_period", 1.0, "Seconds between /diagnostics messages.", 0.1, 60.0),
+    ParamSpec("diagnostics_window", 1000, "Processed frames over which /diagnostics gives the p50/p99 of each timing segment.", 10, 100000),
     ParamSpec("release_on_deactivate", False, "Close the backend (free GPU memory) on deactivate, reopen on activate."),
     ParamSpec("autostart", True, "Configure and activate at start-up (false: wait for a lifecycle manager)."),
 )
+#: The table by name.
+SPECS: dict[str, ParamSpec] = {s.name: s for s in PARAMETERS}
+#: Parameters whose new value applies to the next frame (the rest: at the next configure).
+LIVE_PARAMETERS: frozenset[str] = frozenset(s.name for s in PARAMETERS if s.live)
 
 
 @dataclass(frozen=True)
@@ -77,6 +96,8 @@ class NodeParams:
     backend: str
     precision: str
     device: str
+    num_threads: int
+    workspace_mb: int
     tasks: tuple[str, ...]
     overlay_alpha: float
     palette_file: Path | None
@@ -91,82 +112,133 @@ class NodeParams:
     output_qos: str
     output_depth: int
     diagnostics_period: float
+    diagnostics_window: int
     release_on_deactivate: bool
     autostart: bool
 
 
-def _choice(values: dict[str, Any], name: str, choices: tuple[str, ...]) -> str:
-    value = values[name]
-    if value not in choices:
-        raise NodeParameterError(f"parameter {name}={value!r} is invalid; use one of {list(choices)}")
+def coerce_value(name: str, value: Any) -> Any:
+    """``value`` as the parameter's type where that loses nothing: an integer for a float
+    parameter (``ros2 param set ... max_depth 20``, ``max_depth: 20`` in YAML) becomes a float."""
+    spec = SPECS.get(name)
+    if (spec is not None and isinstance(spec.default, float) and isinstance(value, int)
+            and not isinstance(value, bool)):
+        return float(value)
     return value
 
 
-def _range(values: dict[str, Any], name: str) -> Any:
-    spec = next(s for s in PARAMETERS if s.name == name)
-    value = values[name]
+def _number(spec: ParamSpec, value: Any) -> float | int:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise NodeParameterError(f"parameter {name}={value!r} must be a number")
+        raise NodeParameterError(f"parameter {spec.name}={value!r} must be a number")
     if not math.isfinite(value):
-        raise NodeParameterError(f"parameter {name}={value!r} must be a finite number")
+        raise NodeParameterError(f"parameter {spec.name}={value!r} must be a finite number")
+    if isinstance(spec.default, int) and value != int(value):
+        raise NodeParameterError(f"parameter {spec.name}={value!r} must be an integer")
     if (spec.min is not None and value < spec.min) or (spec.max is not None and value > spec.max):
-        raise NodeParameterError(f"parameter {name}={value!r} is out of range [{spec.min}, {spec.max}]")
+        raise NodeParameterError(f"parameter {spec.name}={value!r} is out of range [{spec.min}, {spec.max}]")
+    return int(value) if isinstance(spec.default, int) else float(value)
+
+
+def _bundle(value: Any) -> Path:
+    bundle = str(value or "")
+    if not bundle:
+        raise NodeParameterError("parameter bundle is empty: set it to a model bundle directory "
+                                 "(made by `mbmt-train export`), e.g. -p bundle:=/path/to/bundle")
+    path = Path(bundle).expanduser()
+    if not path.is_dir() or not (path / "meta.json").is_file():
+        raise NodeParameterError(f"parameter bundle={bundle!r}: not a model bundle directory "
+                                 "(no meta.json there); export one with `mbmt-train export`")
+    return path
+
+
+def _tasks(value: Any) -> tuple[str, ...]:
+    if not value:
+        return ()
+    if not isinstance(value, (list, tuple)) or not all(isinstance(t, str) for t in value):
+        raise NodeParameterError(f"parameter tasks={value!r} must be a list of task names, "
+                                 "e.g. [segmentation, depth]")
+    try:
+        return validate_tasks(list(value))
+    except ValueError as exc:
+        raise NodeParameterError(f"parameter tasks={list(value)!r}: {exc}") from exc
+
+
+def _palette(value: Any) -> Path | None:
+    palette = str(value or "")
+    if palette and not Path(palette).expanduser().is_file():
+        raise NodeParameterError(f"parameter palette_file={palette!r}: file not found")
+    return Path(palette).expanduser() if palette else None
+
+
+def check_value(name: str, value: Any) -> Any:
+    """One parameter's value, checked and normalised (a Path, a float, a task tuple ...);
+    NodeParameterError naming the parameter, the value and what is allowed."""
+    spec = SPECS.get(name)
+    if spec is None:
+        raise NodeParameterError(f"unknown parameter {name!r}; see docs/node.md")
+    if name == "bundle":
+        return _bundle(value)
+    if name == "tasks":
+        return _tasks(value)
+    if name == "palette_file":
+        return _palette(value)
+    if spec.choices:
+        if value not in spec.choices:
+            raise NodeParameterError(f"parameter {name}={value!r} is invalid; use one of {list(spec.choices)}")
+        return value
+    if isinstance(spec.default, bool):
+        if not isinstance(value, bool):
+            raise NodeParameterError(f"parameter {name}={value!r} must be true or false")
+        return value
+    if isinstance(spec.default, (int, float)):
+        return _number(spec, value)
+    if not isinstance(value, str):
+        raise NodeParameterError(f"parameter {name}={value!r} must be a string")
     return value
+
+
+#: NodeParams field of a parameter whose name is not simply its field with "." -> "_".
+_FIELDS = {"qos.input": "input_qos", "qos.input_depth": "input_depth",
+           "qos.output": "output_qos", "qos.output_depth": "output_depth"}
+
+
+def field_name(name: str) -> str:
+    """The :class:`NodeParams` field of parameter ``name`` (``capture.rate`` -> ``capture_rate``)."""
+    return _FIELDS.get(name, name.replace(".", "_"))
 
 
 def validate_params(values: dict[str, Any]) -> NodeParams:
     """Check every value (missing ones take their default); raise NodeParameterError naming
     the parameter, the value and what is allowed."""
     values = {**{s.name: s.default for s in PARAMETERS}, **values}
-    bundle = str(values["bundle"] or "")
-    if not bundle:
-        raise NodeParameterError("parameter bundle is empty: set it to a model bundle directory "
-                                 "(made by `mbmt-train export`), e.g. -p bundle:=/path/to/bundle")
-    bundle_path = Path(bundle).expanduser()
-    if not bundle_path.is_dir() or not (bundle_path / "meta.json").is_file():
-        raise NodeParameterError(f"parameter bundle={bundle!r}: not a model bundle directory "
-                                 "(no meta.json there); export one with `mbmt-train export`")
-    device = str(values["device"])
-    if not _DEVICE.match(device):
-        raise NodeParameterError(f"parameter device={device!r} is invalid; use cuda or cpu")
-    tasks: tuple[str, ...] = ()
-    if values["tasks"]:
-        if not isinstance(values["tasks"], (list, tuple)) or not all(
-                isinstance(t, str) for t in values["tasks"]):
-            raise NodeParameterError(f"parameter tasks={values['tasks']!r} must be a list of "
-                                     "task names, e.g. [segmentation, depth]")
-        try:
-            tasks = validate_tasks(list(values["tasks"]))
-        except ValueError as exc:
-            raise NodeParameterError(f"parameter tasks={list(values['tasks'])!r}: {exc}") from exc
-    palette = str(values["palette_file"] or "")
-    if palette and not Path(palette).expanduser().is_file():
-        raise NodeParameterError(f"parameter palette_file={palette!r}: file not found")
-    for name in ("pointcloud", "use_compressed", "release_on_deactivate", "autostart"):
-        if not isinstance(values[name], bool):
-            raise NodeParameterError(f"parameter {name}={values[name]!r} must be true or false")
-    return NodeParams(
-        bundle=bundle_path,
-        backend=_choice(values, "backend", BACKENDS),
-        precision=_choice(values, "precision", PRECISIONS),
-        device=device,
-        tasks=tasks,
-        overlay_alpha=float(_range(values, "overlay_alpha")),
-        palette_file=Path(palette).expanduser() if palette else None,
-        min_confidence=float(_range(values, "min_confidence")),
-        pointcloud=values["pointcloud"],
-        pointcloud_stride=int(_range(values, "pointcloud_stride")),
-        pointcloud_color=_choice(values, "pointcloud_color", POINTCLOUD_COLORS),
-        max_depth=float(_range(values, "max_depth")),
-        use_compressed=values["use_compressed"],
-        input_qos=_choice(values, "qos.input", QOS_PRESETS),
-        input_depth=int(_range(values, "qos.input_depth")),
-        output_qos=_choice(values, "qos.output", QOS_PRESETS),
-        output_depth=int(_range(values, "qos.output_depth")),
-        diagnostics_period=float(_range(values, "diagnostics_period")),
-        release_on_deactivate=values["release_on_deactivate"],
-        autostart=values["autostart"],
-    )
+    return NodeParams(**{field_name(s.name): check_value(s.name, values[s.name]) for s in PARAMETERS})
+
+
+_ROS_TYPES = ((bool, ParameterType.PARAMETER_BOOL), (int, ParameterType.PARAMETER_INTEGER),
+              (float, ParameterType.PARAMETER_DOUBLE), (str, ParameterType.PARAMETER_STRING))
+
+
+def descriptor(spec: ParamSpec) -> ParameterDescriptor:
+    """The ROS descriptor of ``spec``: its type (a string array without a default is
+    dynamically typed, so that it can stay unset), description, choices and
+    ``FloatingPointRange`` / ``IntegerRange``."""
+    desc = ParameterDescriptor(name=spec.name, description=spec.description)
+    ros_type = next((t for py, t in _ROS_TYPES if isinstance(spec.default, py)), None)
+    if ros_type is None:
+        desc.dynamic_typing = True
+    else:
+        desc.type = ros_type
+    if spec.choices:
+        desc.additional_constraints = f"one of: {', '.join(spec.choices)}"
+    if spec.min is not None and isinstance(spec.default, float):
+        desc.floating_point_range = [FloatingPointRange(
+            from_value=float(spec.min), to_value=float(spec.max), step=0.0)]
+    elif spec.min is not None:
+        desc.integer_range = [IntegerRange(from_value=int(spec.min), to_value=int(spec.max), step=1)]
+    if not spec.live and spec.name != "autostart":
+        desc.additional_constraints = " ".join(filter(None, [
+            desc.additional_constraints, "(applies at the next configure)"]))
+    return desc
 
 
 def qos_profile(preset: str, depth: int) -> QoSProfile:

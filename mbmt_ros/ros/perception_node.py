@@ -2,8 +2,9 @@
 
 Transitions (``ros2 lifecycle set /perception_node <transition>``):
 
-- **configure** validates the parameters and opens the model bundle's backend (a TensorRT
-  engine is built or taken from the cache here, the slow step);
+- **configure** validates the parameters, opens the model bundle's backend (a TensorRT
+  engine is built or taken from the cache here, the slow step) and runs one warm-up
+  ``predict`` so that engine builds and algorithm searches happen before activate;
 - **activate** creates the publishers, the subscriptions and the inference thread;
 - **deactivate** stops inference and removes them (``release_on_deactivate`` also closes
   the backend, freeing GPU memory);
@@ -12,11 +13,17 @@ Transitions (``ros2 lifecycle set /perception_node <transition>``):
 With ``autostart`` (default) :func:`main` configures and activates at once, so ``ros2 run``
 and ``ros2 launch`` just work. The subscription callback only stores the newest frame; the
 inference thread (:mod:`mbmt_ros.ros.inference_worker`) converts, predicts and publishes,
-with the input header, only the outputs that have subscribers. Topics, parameters and
-diagnostics are documented in ``docs/node.md``.
+with the input header, only the outputs that have subscribers (a frame nobody listens to is
+not even decoded), stamping each step for the timing figures of /diagnostics.
+
+Parameters are declared from :data:`mbmt_ros.ros.params.PARAMETERS` with typed descriptors
+and ranges; every set is checked by :meth:`PerceptionNode._on_set_parameters` (a bad value
+is refused with the reason), cosmetic ones apply to the next frame and the rest at the next
+configure. Topics, parameters and diagnostics are documented in ``docs/node.md``.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import sys
 import time
@@ -27,36 +34,51 @@ from typing import Any
 import numpy as np
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
-from rcl_interfaces.msg import ParameterDescriptor
+from rcl_interfaces.msg import SetParametersResult
+from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValueException
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
+from rclpy.parameter import Parameter
 from rclpy.publisher import Publisher
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 
 from mbmt_ros.errors import MbmtError
 from mbmt_ros.ros.colorize import load_palette, palette_lut
 from mbmt_ros.ros.compressed import decode_compressed
-from mbmt_ros.ros.diagnostics import FrameStats
+from mbmt_ros.ros.diagnostics import FrameStats, FrameTiming
 from mbmt_ros.ros.errors import ImageConversionError, NodeParameterError
 from mbmt_ros.ros.image_conversions import to_rgb8
 from mbmt_ros.ros.inference_worker import InferenceWorker, LatestSlot
 from mbmt_ros.ros.outputs import POINTS, TOPICS_BY_TASK, OutputOptions, build_outputs
-from mbmt_ros.ros.params import PARAMETERS, NodeParams, qos_profile, validate_params
+from mbmt_ros.ros.params import (
+    LIVE_PARAMETERS,
+    PARAMETERS,
+    SPECS,
+    NodeParams,
+    check_value,
+    coerce_value,
+    descriptor,
+    field_name,
+    qos_profile,
+    validate_params,
+)
 from mbmt_ros.ros.pointcloud import intrinsics_from_camera_info
 from mbmt_ros.tasks import DEPTH, default_palette
 
 __all__ = ["PerceptionNode", "PredictorFactory", "main"]
 
-#: ``(bundle_dir, backend, precision, device) -> Predictor``; the default is
+#: ``(bundle_dir, backend, precision, device, **options) -> Predictor`` (options:
+#: ``workspace_mb``, and ``num_threads`` when set); the default is
 #: :func:`mbmt_ros.runtime.open_predictor` (tests may wrap it).
-PredictorFactory = Callable[[str, str, str, str], Any]
+PredictorFactory = Callable[..., Any]
 _WARN_THROTTLE_S = 5.0
 
 
 @dataclass(frozen=True)
 class _Frame:
     msg: Image | CompressedImage
-    received_ns: int
+    received_ns: int  # ROS clock (for the latency from the header stamp)
+    received_mono_ns: int  # time.monotonic_ns (for the timing segments)
 
 
 class _RosLogHandler(logging.Handler):
@@ -80,10 +102,25 @@ class _RosLogHandler(logging.Handler):
             self.handleError(record)
 
 
-def _default_factory(bundle: str, backend: str, precision: str, device: str) -> Any:
+def _default_factory(bundle: str, backend: str, precision: str, device: str, **options: Any) -> Any:
     from mbmt_ros.runtime import open_predictor  # imported on configure, not at start-up
 
-    return open_predictor(bundle, backend=backend, precision=precision, device=device)
+    return open_predictor(bundle, backend=backend, precision=precision, device=device, **options)
+
+
+def _warm_up(predictor: Any) -> bool:
+    """One predict before activate (TensorRT engine build, cuDNN / EP algorithm search):
+    the predictor's own ``warmup()`` if it has one, else a zero image of the bundle size.
+    False when neither is possible."""
+    warmup = getattr(predictor, "warmup", None)
+    if callable(warmup):
+        warmup()
+        return True
+    size = getattr(getattr(predictor, "bundle", None), "input_size", None)
+    if not size:
+        return False
+    predictor.predict(np.zeros((int(size[0]), int(size[1]), 3), np.uint8))
+    return True
 
 
 class PerceptionNode(LifecycleNode):
@@ -98,10 +135,13 @@ class PerceptionNode(LifecycleNode):
         runtime_log.addHandler(self._log_handler)
         if runtime_log.getEffectiveLevel() > logging.INFO:
             runtime_log.setLevel(logging.INFO)
-        for spec in PARAMETERS:
-            self.declare_parameter(spec.name, spec.default, ParameterDescriptor(
-                description=spec.description, dynamic_typing=True,
-                additional_constraints="" if spec.min is None else f"range [{spec.min}, {spec.max}]"))
+        #: start-up values (``-p``, params file) refused by their descriptor, by name: the
+        #: parameter keeps its default and configure fails with the reason until it is set
+        self._refused: dict[str, str] = {}
+        self._declare_parameters()
+        if hasattr(self, "add_pre_set_parameters_callback"):  # rclpy >= Jazzy
+            self.add_pre_set_parameters_callback(self._coerce_parameters)
+        self.add_on_set_parameters_callback(self._on_set_parameters)
         self.params: NodeParams | None = None
         #: Why the last configure/activate failed ("" when it did not).
         self.transition_error = ""
@@ -123,6 +163,8 @@ class PerceptionNode(LifecycleNode):
         with a logged reason on any bad value or unusable bundle."""
         try:
             self.transition_error = ""
+            if self._refused:
+                raise NodeParameterError(next(iter(self._refused.values())))
             values = {spec.name: self.get_parameter(spec.name).value for spec in PARAMETERS}
             self.params = validate_params(values)
             self._open_backend()
@@ -195,12 +237,71 @@ class PerceptionNode(LifecycleNode):
             return False
         return self.trigger_activate() == TransitionCallbackReturn.SUCCESS
 
+    # ------------------------------------------------------------------ parameters
+    def _declare_parameters(self) -> None:
+        """Declare :data:`PARAMETERS` with their descriptors. A start-up value of the wrong
+        type or out of range would make rclpy raise here; it is kept aside instead (see
+        ``_refused``) so that the node comes up and configure names the problem."""
+        overrides = getattr(self, "_parameter_overrides", {})  # rclpy: -p and params-file values
+        for spec in PARAMETERS:
+            override = overrides.get(spec.name)
+            if override is not None and override.value is not None:
+                value = coerce_value(spec.name, override.value)
+                if value is not override.value:
+                    overrides[spec.name] = Parameter(spec.name, value=value)
+            try:
+                self.declare_parameter(spec.name, spec.default, descriptor(spec))
+            except (InvalidParameterTypeException, InvalidParameterValueException) as exc:
+                try:
+                    check_value(spec.name, override.value if override is not None else None)
+                    reason = str(exc)
+                except NodeParameterError as bad:
+                    reason = str(bad)
+                self._refused[spec.name] = f"{reason} (start-up value refused; the default is used)"
+                self.declare_parameter(spec.name, spec.default, descriptor(spec), ignore_override=True)
+
+    def _coerce_parameters(self, params: list[Parameter]) -> list[Parameter]:
+        """Pre-set callback: an integer for a float parameter becomes that float."""
+        out = []
+        for param in params:
+            value = coerce_value(param.name, param.value)
+            out.append(param if value is param.value else Parameter(param.name, value=value))
+        return out
+
+    def _on_set_parameters(self, params: list[Parameter]) -> SetParametersResult:
+        """Refuse a bad value with the reason (``ros2 param set`` prints it); apply cosmetic
+        parameters to the next frame; log that the others apply at the next configure."""
+        checked: dict[str, Any] = {}
+        for param in params:
+            if param.name not in SPECS:  # rclpy's own (use_sim_time ...)
+                continue
+            try:
+                checked[param.name] = check_value(param.name, param.value)
+            except NodeParameterError as exc:
+                return SetParametersResult(successful=False, reason=str(exc))
+        for name, value in checked.items():
+            self._refused.pop(name, None)
+            if name == "autostart":
+                self.get_logger().info("parameter autostart is only read at start-up")
+            elif name in LIVE_PARAMETERS and self._options is not None and self.params is not None:
+                self._options = dataclasses.replace(self._options, **{name: value})
+                self.params = dataclasses.replace(self.params, **{field_name(name): value})
+                self.get_logger().info(f"parameter {name}={value!r} applies from the next frame")
+            else:
+                self.get_logger().info(
+                    f"parameter {name}={value!r} accepted; it applies at the next configure "
+                    "(ros2 lifecycle set <node> deactivate, cleanup, configure, activate)")
+        return SetParametersResult(successful=True)
+
     # ------------------------------------------------------------------ resources
     def _open_backend(self) -> None:
         p = self.params
         assert p is not None
         started = time.monotonic()
-        self.predictor = self._factory(str(p.bundle), p.backend, p.precision, p.device)
+        options: dict[str, Any] = {"workspace_mb": p.workspace_mb}  # backends ignore what they lack
+        if p.num_threads:
+            options["num_threads"] = p.num_threads
+        self.predictor = self._factory(str(p.bundle), p.backend, p.precision, p.device, **options)
         bundle_tasks = tuple(self.predictor.tasks)
         missing = [t for t in p.tasks if t not in bundle_tasks]
         if missing:
@@ -217,10 +318,15 @@ class PerceptionNode(LifecycleNode):
             lut=palette_lut(palette), overlay_alpha=p.overlay_alpha, min_confidence=p.min_confidence,
             pointcloud_stride=p.pointcloud_stride, pointcloud_color=p.pointcloud_color,
             max_depth=p.max_depth)
+        opened = time.monotonic()
+        warmed = _warm_up(self.predictor)
+        warm_text = f"warm-up predict {time.monotonic() - opened:.2f} s" if warmed else "no warm-up"
+        pred = self.predictor
+        threads = f", {p.num_threads} CPU threads" if p.num_threads else ""
         self.get_logger().info(
-            f"opened bundle {p.bundle}: backend {self.predictor.backend}, precision "
-            f"{self.predictor.precision}, device {p.device}, tasks {list(self._tasks)} "
-            f"({time.monotonic() - started:.1f} s)")
+            f"opened bundle {p.bundle}: backend {pred.backend}, precision {pred.precision}, "
+            f"device {getattr(pred, 'device', 'unknown')}{threads}, tasks {list(self._tasks)} "
+            f"(open {opened - started:.1f} s, {warm_text})")
 
     def _close_backend(self) -> None:
         predictor, self.predictor = self.predictor, None
@@ -238,19 +344,20 @@ class PerceptionNode(LifecycleNode):
         self._outputs = {t: self.create_publisher(PointCloud2 if t == POINTS else Image, t, out_qos)
                             for t in topics}
         self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
-        self.stats = FrameStats()
+        self.stats = FrameStats(window=p.diagnostics_window)
         self._slot = LatestSlot()
         self._worker = InferenceWorker(self._slot, self._process, self._on_worker_error)
         self._worker.start()
-        self._inputs = [self.create_subscription(Image, "image", self._on_image, in_qos)]
-        if p.use_compressed:
-            self._inputs.append(self.create_subscription(
-                CompressedImage, "image/compressed", self._on_image, in_qos))
+        # one transport: a camera publishing both would otherwise double the input
+        self._inputs = [self.create_subscription(CompressedImage, "image/compressed", self._on_image, in_qos)
+                        if p.use_compressed else
+                        self.create_subscription(Image, "image", self._on_image, in_qos)]
         if p.pointcloud:
             self._inputs.append(self.create_subscription(
                 CameraInfo, "camera_info", self._on_camera_info, in_qos))
         self._diag_timer = self.create_timer(p.diagnostics_period, self._publish_diagnostics)
-        self.get_logger().info(f"active: publishing {topics} from {self.resolve_topic_name('image')}")
+        source = self.resolve_topic_name("image/compressed" if p.use_compressed else "image")
+        self.get_logger().info(f"active: publishing {topics} from {source}")
 
     def _stop_io(self) -> None:
         for sub in self._inputs:
@@ -269,9 +376,11 @@ class PerceptionNode(LifecycleNode):
 
     # ------------------------------------------------------------------ callbacks
     def _on_image(self, msg: Image | CompressedImage) -> None:
+        received_mono = time.monotonic_ns()
         slot = self._slot
         if slot is not None:
-            self.stats.on_received(slot.put(_Frame(msg, self.get_clock().now().nanoseconds)))
+            frame = _Frame(msg, self.get_clock().now().nanoseconds, received_mono)
+            self.stats.on_received(slot.put(frame))
 
     def _on_camera_info(self, msg: CameraInfo) -> None:
         self._camera_info = msg
@@ -282,8 +391,15 @@ class PerceptionNode(LifecycleNode):
                                 throttle_duration_sec=_WARN_THROTTLE_S)
 
     def _process(self, frame: _Frame) -> None:
-        """Worker thread: decode, predict, publish the outputs somebody listens to."""
-        msg = frame.msg
+        """Worker thread: if some output has a subscriber, decode, predict, publish the
+        outputs somebody listens to; each step is stamped (:class:`FrameTiming`)."""
+        taken = time.monotonic_ns()
+        msg, publishers = frame.msg, self._outputs
+        predictor, options = self.predictor, self._options
+        wanted = {t for t, pub in publishers.items() if pub.get_subscription_count() > 0}
+        if not wanted or predictor is None or options is None:
+            self.stats.on_skipped()
+            return
         try:
             rgb = decode_compressed(msg) if isinstance(msg, CompressedImage) else to_rgb8(msg)
         except ImageConversionError as exc:
@@ -291,22 +407,22 @@ class PerceptionNode(LifecycleNode):
             self.get_logger().warning(f"rejected frame from {msg.header.frame_id!r}: {exc}",
                                       throttle_duration_sec=_WARN_THROTTLE_S)
             return
-        publishers = self._outputs
-        wanted = {t for t, pub in publishers.items() if pub.get_subscription_count() > 0}
-        if not wanted or self.predictor is None or self._options is None:
-            return
-        started = time.perf_counter()
-        prediction = self.predictor.predict(rgb)
-        inference_s = time.perf_counter() - started
-        intrinsics = None
-        if POINTS in wanted:
-            intrinsics = self._intrinsics()
-        outputs = build_outputs(prediction, np.asarray(rgb), msg.header, wanted, self._options, intrinsics)
+        converted = time.monotonic_ns()
+        intrinsics = self._intrinsics() if POINTS in wanted else None
+        predict_start = time.monotonic_ns()
+        prediction = predictor.predict(rgb)
+        predict_end = time.monotonic_ns()
+        outputs = build_outputs(prediction, np.asarray(rgb), msg.header, wanted, options, intrinsics)
+        built = time.monotonic_ns()
         for topic, out in outputs.items():
             publishers[topic].publish(out)
+        published = time.monotonic_ns()
         now_ns = self.get_clock().now().nanoseconds
         stamp_ns = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
-        self.stats.on_processed((now_ns - (stamp_ns or frame.received_ns)) / 1e9, inference_s)
+        timing = FrameTiming(frame.received_mono_ns, taken, converted, predict_start, predict_end,
+                             built, published)
+        self.stats.on_processed((now_ns - (stamp_ns or frame.received_ns)) / 1e9,
+                                (predict_end - predict_start) / 1e9, timing)
 
     def _intrinsics(self) -> Any:
         info = self._camera_info
@@ -324,9 +440,9 @@ class PerceptionNode(LifecycleNode):
         pub, predictor = self._diag_pub, self.predictor
         if pub is None:
             return
-        extra = {"backend": str(getattr(predictor, "backend", "none")),
+        extra = {"backend": str(getattr(predictor, "backend", "none")),  # what runs, not what was asked
                  "precision": str(getattr(predictor, "precision", "none")),
-                 "device": self.params.device if self.params else "",
+                 "device": str(getattr(predictor, "device", "none")),
                  "tasks": ",".join(self._tasks)}
         status = FrameStats.to_status(self.stats.report(), f"{self.get_name()}: perception",
                                       self.get_fully_qualified_name(), extra)

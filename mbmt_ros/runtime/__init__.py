@@ -21,9 +21,11 @@ from mbmt_ros.runtime.errors import (
     BundleError,
     EngineBuildError,
     EngineOutOfMemoryError,
+    InferenceOutOfMemoryError,
     InputError,
     RuntimeFailure,
     SchemaVersionError,
+    TensorRTReadinessError,
     UnknownBackendError,
 )
 from mbmt_ros.runtime.predictor import BundlePredictor, Predictor, Runner
@@ -39,7 +41,8 @@ from mbmt_ros.runtime.registry import (
 __all__ = [
     "ENGINE_DIR", "META_FILE", "MODEL_FILE", "MODEL_FP16_FILE", "SCHEMA_VERSION", "WEIGHTS_FILE",
     "Bundle", "output_names", "BackendError", "BackendNotInstalledError", "BundleError",
-    "EngineBuildError", "EngineOutOfMemoryError", "InputError", "RuntimeFailure",
+    "EngineBuildError", "EngineOutOfMemoryError", "InferenceOutOfMemoryError",
+    "TensorRTReadinessError", "InputError", "RuntimeFailure",
     "SchemaVersionError", "UnknownBackendError", "BundlePredictor", "Predictor", "Runner",
     "BACKENDS", "DEVICES", "PRECISIONS", "BackendFactory", "backend_availability",
     "open_predictor",

@@ -17,8 +17,8 @@ from mbmt_ros.runtime.errors import BundleError, SchemaVersionError
 from mbmt_ros.tasks import DEPTH, NORMALS, SEGMENTATION, TASKS
 
 __all__ = [
-    "SCHEMA_VERSION", "MODEL_FILE", "MODEL_FP16_FILE", "META_FILE", "WEIGHTS_FILE", "ENGINE_DIR",
-    "OUTPUT_NAMES", "INPUT_NAME", "Bundle", "output_names", "sha256_file",
+    "SCHEMA_VERSION", "MODEL_FILE", "MODEL_FP16_FILE", "MODEL_INT8_FILE", "META_FILE",
+    "WEIGHTS_FILE", "ENGINE_DIR", "OUTPUT_NAMES", "INPUT_NAME", "Bundle", "output_names", "sha256_file",
 ]
 
 #: Version of the ``meta.json`` layout; bumped on any incompatible change.
@@ -26,6 +26,9 @@ SCHEMA_VERSION = 1
 MODEL_FILE = "model.onnx"
 #: Optional FP16 graph (same I/O as ``model.onnx``) for strongly typed TensorRT builds.
 MODEL_FP16_FILE = "model_fp16.onnx"
+#: Optional INT8 graph (ONNX QDQ, same I/O as ``model.onnx``) written by ``mbmt-train quantize``;
+#: its calibration set and measured accuracy delta are in ``meta["quantization"]["int8"]``.
+MODEL_INT8_FILE = "model_int8.onnx"
 META_FILE = "meta.json"
 WEIGHTS_FILE = "weights.safetensors"
 #: Sub-directory of the bundle holding the TensorRT engine cache.
@@ -81,6 +84,11 @@ class Bundle:
     def fp16_model_path(self) -> Path | None:
         """``model_fp16.onnx`` when the bundle has one, else ``None``."""
         return self.path / MODEL_FP16_FILE if MODEL_FP16_FILE in self.meta["files"] else None
+
+    @property
+    def int8_model_path(self) -> Path | None:
+        """``model_int8.onnx`` (``mbmt-train quantize``) when the bundle has one, else ``None``."""
+        return self.path / MODEL_INT8_FILE if MODEL_INT8_FILE in self.meta["files"] else None
 
     @property
     def weights_path(self) -> Path:

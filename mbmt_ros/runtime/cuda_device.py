@@ -9,9 +9,28 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from mbmt_ros.runtime.errors import BackendError
+from mbmt_ros.runtime.errors import BackendError, InferenceOutOfMemoryError
 
-__all__ = ["GpuInfo", "cudart", "check", "device_count", "gpu_info"]
+__all__ = ["GpuInfo", "cudart", "check", "device_count", "gpu_info", "DEFAULT_WORKSPACE_MB",
+           "workspace_bytes"]
+
+#: TensorRT builder workspace limit (MiB) unless asked otherwise: fits an 8 GB Jetson Orin
+#: (shared CPU/GPU memory, with ROS and the camera driver running beside the node).
+DEFAULT_WORKSPACE_MB = 1024
+
+
+def workspace_bytes(options: dict[str, Any]) -> int | None:
+    """The workspace limit in bytes from backend options: ``workspace_bytes``, else
+    ``workspace_mb`` (default :data:`DEFAULT_WORKSPACE_MB`); 0 means TensorRT's own default
+    (no limit: all free GPU memory), returned as ``None``."""
+    if options.get("workspace_bytes") is not None:
+        value = int(options["workspace_bytes"])
+    else:
+        megabytes = options.get("workspace_mb")
+        value = int(float(DEFAULT_WORKSPACE_MB if megabytes is None else megabytes) * (1 << 20))
+    if value < 0:
+        raise BackendError(f"workspace limit must be >= 0 MiB, got {value >> 20} MiB")
+    return value or None
 
 
 @dataclass(frozen=True)
@@ -21,6 +40,7 @@ class GpuInfo:
     name: str
     compute_capability: str  # "8.7"
     total_memory: int  # bytes
+    multiprocessor_count: int = 0  # SMs: tells Orin Nano / NX / AGX apart (all named "Orin")
 
 
 def cudart() -> Any:
@@ -36,8 +56,12 @@ def check(result: Any, what: str) -> Any:
     err, *values = result if isinstance(result, tuple) else (result,)
     if err != rt.cudaError_t.cudaSuccess:
         _, text = rt.cudaGetErrorString(err)
-        raise BackendError(f"CUDA error in {what}: {err.name}: "
-                           f"{text.decode() if isinstance(text, bytes) else text}")
+        detail = f"{err.name}: {text.decode() if isinstance(text, bytes) else text}"
+        if err == rt.cudaError_t.cudaErrorMemoryAllocation:
+            raise InferenceOutOfMemoryError(
+                f"the GPU is out of memory ({what}: {detail}); free GPU memory (stop other GPU "
+                f"processes), lower the batch, or limit the TensorRT workspace")
+        raise BackendError(f"CUDA error in {what}: {detail}")
     if not values:
         return None
     return values[0] if len(values) == 1 else tuple(values)
@@ -61,4 +85,5 @@ def gpu_info(device: int = 0) -> GpuInfo:
     if isinstance(name, bytes):
         name = name.split(b"\0", 1)[0].decode(errors="replace")
     return GpuInfo(name=str(name).strip(), compute_capability=f"{prop.major}.{prop.minor}",
-                   total_memory=int(prop.totalGlobalMem))
+                   total_memory=int(prop.totalGlobalMem),
+                   multiprocessor_count=int(prop.multiProcessorCount))

@@ -1,8 +1,8 @@
 """TensorRT engine cache: keys, the self-checking engine file format, atomic writes.
 
 Engines are not portable, so each is stored under a key of everything that makes it valid:
-the model's SHA-256, GPU name, compute capability, TensorRT version, precision and batch
-profile. An engine file is ``MAGIC | header length | JSON header | serialized engine``; the
+the model's SHA-256, GPU name, compute capability, SM count, memory size, TensorRT version,
+precision, batch profile and the parsed ONNX file's SHA-256. An engine file is ``MAGIC | header length | JSON header | serialized engine``; the
 header repeats the key and the payload's size and SHA-256, so a truncated, corrupt, stale
 or foreign engine is detected on load (:class:`StaleEngine` says why) and rebuilt instead of
 being trusted. Pure Python: no TensorRT needed, which is what lets CI test it.
@@ -46,6 +46,13 @@ class EngineKey:
     precision: str
     max_batch: int
     dynamic_batch: bool
+    #: Every Orin module reports the name "Orin": the SM count and memory tell an AGX Orin
+    #: (2048 cores, 16 SMs, 32/64 GB) from an Orin Nano (8 SMs, 8 GB) - tuned differently.
+    sm_count: int = 0
+    total_memory_mib: int = 0
+    #: The ONNX file TensorRT parsed (model.onnx or model_fp16.onnx) and its SHA-256.
+    onnx_file: str = ""
+    onnx_sha256: str = ""
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 
 from mbmt_ros.errors import MbmtError
 from mbmt_ros.runtime.bundle import Bundle
+from mbmt_ros.runtime.cuda_device import DEFAULT_WORKSPACE_MB
 from mbmt_ros.runtime.engine_cache import cache_dir, list_engines
 
 __all__ = ["main", "build_parser"]
@@ -32,7 +33,11 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--batch", type=int, default=1, help="(max) batch size (default 1)")
     build.add_argument("--dynamic-batch", action="store_true",
                        help="optimisation profile for batches 1..N instead of exactly N")
-    build.add_argument("--workspace-gib", type=float, help="builder workspace limit in GiB")
+    space = build.add_mutually_exclusive_group()
+    space.add_argument("--workspace-mb", type=int, default=DEFAULT_WORKSPACE_MB, metavar="MB",
+                       help=f"builder workspace limit in MiB (default {DEFAULT_WORKSPACE_MB}, "
+                            f"fits an 8 GB Jetson; 0 = TensorRT's default: all free memory)")
+    space.add_argument("--workspace-gib", type=float, help=argparse.SUPPRESS)  # older name
     build.add_argument("--strongly-typed", action="store_true",
                        help="force a strongly typed network (automatic on TensorRT 11)")
     build.add_argument("--engine-dir", help="engine cache folder (default BUNDLE/engines)")
@@ -50,7 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _build(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from mbmt_ros.runtime.cuda_device import device_count, gpu_info
+    from mbmt_ros.runtime.cuda_device import device_count, gpu_info, workspace_bytes
     from mbmt_ros.runtime.errors import BackendError
     from mbmt_ros.runtime.trt_build import (
         BuildSettings,
@@ -72,7 +77,9 @@ def _build(args: argparse.Namespace) -> int:
                                     bundle.input_size)
     settings = BuildSettings(
         precision=args.precision, batch=args.batch, dynamic_batch=args.dynamic_batch,
-        workspace_bytes=int(args.workspace_gib * (1 << 30)) if args.workspace_gib else None,
+        workspace_bytes=workspace_bytes(
+            {"workspace_mb": args.workspace_gib * 1024 if args.workspace_gib is not None
+             else args.workspace_mb}),
         strongly_typed=True if args.strongly_typed else None, calibration_images=calibration)
     _, path = load_or_build_engine(trt, bundle, settings, gpu_info(0), make_logger(trt),
                                    args.engine_dir, rebuild=args.force)
@@ -121,7 +128,9 @@ def _info(args: argparse.Namespace) -> int:
         state = f" [{record.problem.upper()}]" if record.problem else ""
         print(f"engine      {record.path.name}: {key.get('precision')} batch "
               f"{key.get('max_batch')}{' dynamic' if key.get('dynamic_batch') else ''}, "
-              f"{key.get('gpu_name')} sm{key.get('compute_capability')}, TensorRT "
+              f"{key.get('gpu_name')} sm{key.get('compute_capability')} "
+              f"({key.get('sm_count') or '?'} SMs, {key.get('total_memory_mib') or '?'} MiB), "
+              f"from {key.get('onnx_file') or 'model.onnx'}, TensorRT "
               f"{key.get('tensorrt_version')}, {record.header.get('payload_size')} bytes"
               f"{stale}{state}")
     return 0

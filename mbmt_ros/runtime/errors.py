@@ -6,6 +6,7 @@ from mbmt_ros.errors import MbmtError
 __all__ = [
     "RuntimeFailure", "BundleError", "SchemaVersionError", "InputError", "BackendError",
     "UnknownBackendError", "BackendNotInstalledError", "EngineBuildError", "EngineOutOfMemoryError",
+    "InferenceOutOfMemoryError", "TensorRTReadinessError",
 ]
 
 
@@ -43,3 +44,13 @@ class EngineBuildError(BackendError):
 
 class EngineOutOfMemoryError(EngineBuildError, MemoryError):
     """The GPU ran out of memory while TensorRT built an engine (nothing was written)."""
+
+
+class InferenceOutOfMemoryError(BackendError, MemoryError):
+    """The GPU ran out of memory while loading or running an engine: a clear error, never a
+    silent rebuild (rebuilding needs even more memory)."""
+
+
+class TensorRTReadinessError(RuntimeFailure, ValueError):
+    """An ONNX graph breaks a rule of the static TensorRT-readiness check
+    (:mod:`mbmt_ros.runtime.trt_readiness`); the message lists every violation."""

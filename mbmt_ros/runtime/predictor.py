@@ -43,6 +43,12 @@ class Predictor(Protocol):
         """Free the backend's resources (GPU buffers, sessions); idempotent."""
         ...
 
+    def warmup(self) -> float:
+        """Run one prediction on a blank frame at the bundle size (engine build, cuDNN
+        algorithm search, lazy allocation happen now, not on the first camera frame);
+        returns its seconds. The node calls it during configure."""
+        ...
+
 
 class Runner(Protocol):
     """A backend's graph executor (the only part that differs between backends)."""
@@ -63,11 +69,15 @@ class BundlePredictor:
     predictor can be shared between threads (the node's inference thread and tools)."""
 
     def __init__(self, bundle: Bundle, runner: Runner, backend: str, precision: str,
-                 device: str) -> None:
+                 device: str, provider: str | None = None) -> None:
         self.bundle = bundle
+        #: What actually runs (never merely what was requested): backend name, ``cuda`` /
+        #: ``cpu`` / ..., the precision computed in, and a free-text description of the
+        #: execution provider / engine (e.g. ``CUDAExecutionProvider``) for logs/diagnostics.
         self.backend = backend
         self.precision = precision
         self.device = device
+        self.provider = provider or backend
         self.tasks = bundle.tasks
         self.class_names = bundle.class_names
         self.palette = bundle.palette
@@ -100,6 +110,18 @@ class BundlePredictor:
                 raw = self._runner.run(resized[start:start + step])
                 results.extend(postprocess(raw, size))
         return results
+
+    def warmup(self) -> float:
+        """One :meth:`predict_batch` on blank frames at the bundle size and the runner's
+        batch; returns the seconds it took (the first run pays engine builds and autotuning)."""
+        import time
+
+        height, width = self.bundle.input_size
+        batch = (self._runner.max_batch if self._runner is not None else None) or 1
+        frames = np.zeros((batch, height, width, 3), np.uint8)
+        started = time.perf_counter()
+        self.predict_batch(frames)
+        return time.perf_counter() - started
 
     def close(self) -> None:
         with self._lock:

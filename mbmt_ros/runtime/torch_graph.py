@@ -4,8 +4,10 @@ Shared by the exporter (it is what ``model.onnx`` contains) and the torch backen
 compute exactly the same thing). Imports torch: only the torch backend and the training
 side import this module.
 
-Only operations every TensorRT version since 8.6 parses are used: Transpose, Cast, Mul/Sub,
-the model's own convolutions / resizes, ReduceMax, Exp, ReduceSum, Reciprocal and ArgMax.
+Only operations every TensorRT version since 8.6 parses are used: Cast, Transpose, Mul/Sub,
+the model's own convolutions / resizes, ReduceMax, Exp, ReduceSum, Reciprocal, ArgMax and Clip
+(depth >= 0). The uint8 input feeds a Cast directly, and the exported graphs are checked by
+:mod:`mbmt_ros.runtime.trt_readiness`.
 """
 from __future__ import annotations
 
@@ -23,7 +25,8 @@ class BundleGraph(nn.Module):
     ``forward(image)`` takes ``(N, H, W, 3)`` uint8 RGB and returns a tuple in the bundle's
     fixed output order (for the tasks in ``tasks``): segmentation ``(N, H, W)`` int32 class
     ids, segmentation_confidence ``(N, H, W)`` float32 (max softmax probability), depth
-    ``(N, H, W)`` float32 metres, normals ``(N, 3, H, W)`` float32.
+    ``(N, H, W)`` float32 metres (clamped to >= 0: never negative), normals
+    ``(N, 3, H, W)`` float32.
 
     With ``dtype=torch.float16`` the network runs in half precision (the model is converted
     by the caller) while the inputs and outputs keep the contract's dtypes.
@@ -46,7 +49,9 @@ class BundleGraph(nn.Module):
         self.register_buffer("shift", mean / std, persistent=False)
 
     def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        x = image.permute(0, 3, 1, 2).to(torch.float32) * self.scale - self.shift
+        # Cast first: TensorRT needs a uint8 network input to feed a Cast directly (a
+        # Transpose on uint8 before the cast leaves TensorRT 10 with an empty network).
+        x = image.to(torch.float32).permute(0, 3, 1, 2) * self.scale - self.shift
         out = self.model(x.to(self.dtype))
         results: list[torch.Tensor] = []
         if SEGMENTATION in self.tasks:
@@ -56,7 +61,8 @@ class BundleGraph(nn.Module):
             confidence = torch.reciprocal(torch.exp(logits - top).sum(dim=1))
             results += [logits.argmax(dim=1).to(torch.int32), confidence]
         if DEPTH in self.tasks:
-            results.append(out[DEPTH][:, 0].to(torch.float32))
+            # published depth is never negative (REP 118 metres): clamped in the graph
+            results.append(torch.clamp(out[DEPTH][:, 0].to(torch.float32), min=0.0))
         if NORMALS in self.tasks:
             results.append(out[NORMALS].to(torch.float32))
         return tuple(results)

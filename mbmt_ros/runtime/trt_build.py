@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from mbmt_ros.io import atomic_write_bytes
-from mbmt_ros.runtime.bundle import INPUT_NAME, Bundle
+from mbmt_ros.runtime.bundle import INPUT_NAME, Bundle, sha256_file
 from mbmt_ros.runtime.engine_cache import (
     EngineKey,
     StaleEngine,
@@ -103,10 +103,8 @@ class BuildPlan:
 
 def plan_build(trt: Any, bundle: Bundle, settings: BuildSettings) -> BuildPlan:
     """Decide graph and flags for ``settings`` on the installed TensorRT (no GPU work)."""
-    major = tensorrt_major(trt)
     flags = trt.BuilderFlag
-    weak_fp16 = hasattr(flags, "FP16") and major < 11
-    strongly = settings.strongly_typed if settings.strongly_typed is not None else not weak_fp16
+    strongly = _strongly_typed(trt, settings)
     if strongly and not hasattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED"):
         raise EngineBuildError(f"TensorRT {trt.__version__} has no strongly typed networks; "
                                f"use TensorRT >= 9 or drop strongly_typed")
@@ -172,12 +170,34 @@ def assemble_builder_config(trt: Any, builder: Any, plan: BuildPlan, settings: B
     return config
 
 
+def _strongly_typed(trt: Any, settings: BuildSettings) -> bool:
+    """Strong typing where asked, or where TensorRT has no weak-typing FP16 flag (11.x)."""
+    flags = getattr(trt, "BuilderFlag", None)
+    weak_fp16 = hasattr(flags, "FP16") and tensorrt_major(trt) < 11
+    return settings.strongly_typed if settings.strongly_typed is not None else not weak_fp16
+
+
+def source_graph(trt: Any, bundle: Bundle, settings: BuildSettings) -> Path:
+    """The ONNX file an engine for ``settings`` is built from (FP16 strongly typed builds
+    parse ``model_fp16.onnx``; everything else ``model.onnx``)."""
+    if settings.precision == "fp16" and _strongly_typed(trt, settings) \
+            and bundle.fp16_model_path is not None:
+        return bundle.fp16_model_path
+    return bundle.model_path
+
+
 def engine_key(trt: Any, bundle: Bundle, settings: BuildSettings, gpu: Any) -> EngineKey:
-    """The cache key of an engine for ``bundle`` + ``settings`` on ``gpu`` (a GpuInfo)."""
+    """The cache key of an engine for ``bundle`` + ``settings`` on ``gpu`` (a GpuInfo):
+    GPU name, compute capability, SM count and memory size (every Orin is named "Orin"),
+    TensorRT version, precision, batch profile and the SHA-256 of the ONNX file parsed."""
+    onnx = source_graph(trt, bundle, settings)
     return EngineKey(model_sha256=bundle.model_sha256, gpu_name=gpu.name,
                      compute_capability=gpu.compute_capability,
                      tensorrt_version=str(trt.__version__), precision=settings.precision,
-                     max_batch=settings.batch, dynamic_batch=settings.dynamic_batch)
+                     max_batch=settings.batch, dynamic_batch=settings.dynamic_batch,
+                     sm_count=int(getattr(gpu, "multiprocessor_count", 0)),
+                     total_memory_mib=int(gpu.total_memory) >> 20,
+                     onnx_file=onnx.name, onnx_sha256=sha256_file(onnx))
 
 
 def is_out_of_memory(messages: list[str]) -> bool:
@@ -234,6 +254,9 @@ def build_engine(trt: Any, bundle: Bundle, settings: BuildSettings, key: EngineK
         serialized = builder.build_serialized_network(network, config)
     except MemoryError as exc:
         raise _oom(bundle, settings) from exc
+    finally:
+        if calibrator is not None:
+            calibrator.free()  # its device buffer, whether calibrated or the cache was reused
     if serialized is None:
         if is_out_of_memory(getattr(logger, "errors", [])):
             raise _oom(bundle, settings)

@@ -26,19 +26,25 @@ def make_calibrator(trt: Any, images: np.ndarray, batch: int, cache_path: Path) 
                          f"shape {frames.shape}")
 
     class _Calibrator(trt.IInt8EntropyCalibrator2):
+        """The device buffer is allocated on the first ``get_batch`` only - when TensorRT
+        reuses a calibration cache it never asks for a batch, so nothing is allocated - and
+        freed after the last batch, when a cache is handed out, and by :meth:`free`."""
+
         def __init__(self) -> None:
             trt.IInt8EntropyCalibrator2.__init__(self)
             self.index = 0
             self.nbytes = batch * frames[0].nbytes
-            self.device = check(rt.cudaMalloc(self.nbytes), "cudaMalloc (calibration)")
+            self.device: Any = None
 
         def get_batch_size(self) -> int:
             return batch
 
         def get_batch(self, names: list[str]) -> list[int] | None:
             if self.index + batch > len(frames):
-                check(rt.cudaFree(self.device), "cudaFree (calibration)")
+                self.free()
                 return None
+            if self.device is None:
+                self.device = check(rt.cudaMalloc(self.nbytes), "cudaMalloc (calibration)")
             chunk = frames[self.index:self.index + batch]
             self.index += batch
             check(rt.cudaMemcpy(self.device, chunk.ctypes.data, self.nbytes,
@@ -46,7 +52,16 @@ def make_calibrator(trt: Any, images: np.ndarray, batch: int, cache_path: Path) 
             return [int(self.device)]
 
         def read_calibration_cache(self) -> bytes | None:
-            return cache_path.read_bytes() if cache_path.is_file() else None
+            if not cache_path.is_file():
+                return None
+            self.free()  # the cache replaces calibration: no batch will be asked for
+            return cache_path.read_bytes()
+
+        def free(self) -> None:
+            """Release the device buffer (idempotent)."""
+            if self.device is not None:
+                device, self.device = self.device, None
+                check(rt.cudaFree(device), "cudaFree (calibration)")
 
         def write_calibration_cache(self, cache: Any) -> None:
             atomic_write_bytes(cache_path, bytes(cache))

@@ -143,7 +143,11 @@ def test_summary_text_names_every_file(tmp_path: Path) -> None:
                "output_bag_topics": {"/p/depth": {"type": "x", "count": 3}},
                "stats": {"latency_p50_ms": 12.5, "latency_p90_ms": 20.0,
                          "latency_max_ms": 30.0, "output_rate_hz": 9.9},
-               "node_diagnostics": {"active": {"inference_median_ms": "4.2"}}}
+               "node_diagnostics": {"active": {"inference_median_ms": "4.2", "timing_frames": "3",
+                                               "predict_p50_ms": "4.2", "predict_p99_ms": "4.9",
+                                               "total_p50_ms": "5.1", "total_p99_ms": "6.0",
+                                               "overhead_p50_pct": "21.4",
+                                               "overhead_p99_pct": "30.2"}}}
     facts = build_summary(out=tmp_path, run_dir=run, budget="ci", device="cpu", stages_run=[],
                           stages_reused=["mbmt"], data_reused=True, bundle=run / "bundle",
                           export_from="mbmt", session=session,
@@ -151,7 +155,9 @@ def test_summary_text_names_every_file(tmp_path: Path) -> None:
                           node_metrics_path=tmp_path / "node_metrics.json", elapsed_s=3.0)
     text = format_summary(facts)
     for needle in ("| mbmt | 1.0 |", str(run / "mbmt" / "plots" / "val.png"),
-                   str(tmp_path / "bag"), "12.5 / 20 / 30 ms", "4.2 ms", "9.9 Hz",
+                   str(tmp_path / "bag"), "12.5 / 20 / 30 ms", "9.9 Hz",
+                   "same 3 frames (its own stamps): predict p50 / p99 | 4.2 / 4.9 ms",
+                   "publish - predict) / predict, p50 / p99 | 21.4 / 30.2 % |",
                    "reused (already finished): mbmt", "| depth | abs_err | 0.5 | 0.5 |"):
         assert needle in text, needle
     json.dumps(facts)  # JSON-able

@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-import torch
+
+torch = pytest.importorskip("torch", reason="the model tests need torch (pip install -e .[train])")
 
 TINY_DECODER: dict[str, Any] = {"fpn_channels": 16, "head_channels": 8,
                                 "task_hidden_channels": 16}

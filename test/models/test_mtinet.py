@@ -359,11 +359,12 @@ def test_teacher_onnx_export_with_two_inputs(tmp_path: Path) -> None:
 
 # ------------------------------------------------------------------------------ configs
 
-def test_published_teacher_config_builds_hrnet_w18() -> None:
-    """The shipped imbalanced-data teacher config: two HRNet-w18 (raw branches), FFM, MTI."""
+def test_published_teacher_config_builds_hrnet_w18_small_v2() -> None:
+    """The shipped imbalanced-data teacher config: two HRNet-W18-small-v2 (raw branches; the
+    MTI-Net paper's backbone), FFM, MTI."""
     cfg = yaml.safe_load((REPO / "config/train/nyuv2_imbalanced_mti_teacher.yaml").read_text())
     model = build_model(cfg["model"], load_weights=False).eval()
-    assert model.config["arch"] == "mti_teacher" and model.backbone_names() == ["hrnet_w18"] * 2
+    assert model.config["arch"] == "mti_teacher" and model.backbone_names() == ["hrnet_w18_small_v2"] * 2
     assert model.encoder.out_channels == (18, 36, 72, 144)
     with torch.no_grad():
         out = model(torch.randn(1, 3, 64, 64), torch.rand(1, 1, 64, 64))

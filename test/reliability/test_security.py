@@ -109,6 +109,6 @@ def test_node_parameter_paths_are_validated(tmp_path: Path) -> None:
     for bad in (str(tmp_path / "missing.yaml"), str(tmp_path)):
         with pytest.raises(NodeParameterError, match="palette_file"):
             validate_params({"bundle": str(bundle), "palette_file": bad})
-    for bad in ("gpu", "cuda:x", "cpu; rm -rf /", "../cuda"):
+    for bad in ("gpu0", "cuda:x", "cpu; rm -rf /", "../cuda"):  # gpu, auto: OpenVINO devices
         with pytest.raises(NodeParameterError, match="device"):
             validate_params({"bundle": str(bundle), "device": bad})

@@ -45,6 +45,9 @@ def tiny_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     code = mbmt_train(["export", "--ckpt", str(ckpt), "--out", str(out), "--input-size", "64", "64",
                        "--no-fp16"])
     assert code == 0, "mbmt-train export failed (see the log above)"
+    from mbmt_ros.runtime.trt_readiness import assert_bundle_tensorrt_ready
+
+    assert_bundle_tensorrt_ready(out)  # every bundle the tests export is TensorRT-ready
     return out
 
 

@@ -147,3 +147,31 @@ def test_numpy_to_image_checks_shape_and_dtype() -> None:
 def test_unknown_encoding_in_image_to_numpy() -> None:
     with pytest.raises(ImageConversionError, match="unknown image encoding 'bayer_rggb42'"):
         image_to_numpy(_msg(encoding="bayer_rggb42"))
+
+
+@pytest.mark.parametrize("pattern", ["rggb", "bggr", "gbrg", "grbg"])
+@pytest.mark.parametrize("bits", [8, 16])
+def test_bayer_to_rgb8_is_bilinear_demosaicing(pattern: str, bits: int) -> None:
+    # bilinear interpolation is exact on linear ramps away from the border
+    yy, xx = np.mgrid[0:8, 0:10].astype(np.float64)
+    rgb = np.stack([10 + 8 * xx, 20 + 5 * yy, 200 - 6 * xx - 4 * yy], axis=-1).astype(np.uint8)
+    mosaic = np.empty((8, 10), np.uint8)
+    for k, colour in enumerate(pattern):
+        dy, dx = divmod(k, 2)
+        mosaic[dy::2, dx::2] = rgb[dy::2, dx::2, "rgb".index(colour)]
+    pixels = mosaic if bits == 8 else mosaic.astype(np.uint16) << 8 | 0x7F
+    out = to_rgb8(numpy_to_image(pixels, f"bayer_{pattern}{bits}"))
+    assert out.shape == rgb.shape and out.dtype == np.uint8
+    assert np.abs(out[1:-1, 1:-1].astype(int) - rgb[1:-1, 1:-1]).max() <= 1
+    assert f"bayer_{pattern}{bits}" in INPUT_ENCODINGS
+
+
+def test_encodings_match_case_insensitively_and_depth_converts_to_metres() -> None:
+    from mbmt_ros.ros.image_conversions import to_depth_m
+
+    mm = np.array([[0, 1500, 65535]], np.uint16)
+    msg = numpy_to_image(mm, "16UC1")
+    msg.encoding = "16uc1"
+    np.testing.assert_allclose(to_depth_m(msg), [[0.0, 1.5, 65.535]], rtol=1e-6)
+    with pytest.raises(ImageConversionError, match="not a depth encoding"):
+        to_depth_m(numpy_to_image(np.zeros((2, 2, 3), np.uint8), "rgb8"))

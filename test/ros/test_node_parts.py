@@ -1,17 +1,27 @@
 """ROS-free parts of the node: newest-frame slot and worker, frame statistics, parameters."""
 from __future__ import annotations
 
+import math
 import threading
 import time
 
+import numpy as np
 import pytest
 from diagnostic_msgs.msg import DiagnosticStatus
 from rclpy.qos import ReliabilityPolicy
 
-from mbmt_ros.ros.diagnostics import FrameStats
+from mbmt_ros.ros.diagnostics import SEGMENTS, FrameStats, FrameTiming
 from mbmt_ros.ros.errors import NodeParameterError
 from mbmt_ros.ros.inference_worker import InferenceWorker, LatestSlot
-from mbmt_ros.ros.params import PARAMETERS, qos_profile, validate_params
+from mbmt_ros.ros.params import (
+    PARAMETERS,
+    SPECS,
+    check_value,
+    coerce_value,
+    descriptor,
+    qos_profile,
+    validate_params,
+)
 
 
 def test_slot_keeps_only_the_newest_item() -> None:
@@ -82,6 +92,36 @@ def test_frame_stats_report_and_status() -> None:
     assert FrameStats.to_status(stats.report(), "p", "n").level == DiagnosticStatus.ERROR
 
 
+def _timing(t0: int, predict_ms: float, rest_ms: float) -> FrameTiming:
+    """Stamps (ns) whose node-side segments add up to ``rest_ms`` around a ``predict_ms`` call."""
+    ms = 1_000_000
+    step = int(rest_ms * ms / 4)
+    p0 = t0 + 2 * step
+    p1 = p0 + int(predict_ms * ms)
+    return FrameTiming(received=t0, taken=t0 + step, converted=p0, predict_start=p0,
+                       predict_end=p1, built=p1 + step, published=p1 + 2 * step)
+
+
+def test_frame_timing_percentiles_and_overhead_over_a_window() -> None:
+    stats = FrameStats(window=4)
+    for i, predict in enumerate([10.0, 20.0, 30.0, 40.0, 50.0]):  # the first leaves the window
+        stats.on_processed(0.5, predict / 1e3, _timing(i * 10**9, predict, rest_ms=predict / 10))
+    rep = stats.report()
+    assert rep.timing_frames == 4
+    assert rep.timing["predict_p50_ms"] == pytest.approx(35.0)
+    assert rep.timing["total_p50_ms"] == pytest.approx(38.5)
+    assert rep.timing["overhead_p50_pct"] == pytest.approx(10.0)
+    assert rep.timing["queue_p99_ms"] == pytest.approx(np.percentile([0.5, 0.75, 1.0, 1.25], 99))
+    assert rep.receipt_latency_max_ms == pytest.approx(55.0)  # of the period: all five frames
+    values = {kv.key: kv.value for kv in FrameStats.to_status(rep, "p", "n").values}
+    assert {f"{s}_p99_ms" for s in SEGMENTS} <= set(values) and values["timing_frames"] == "4"
+    assert values["overhead_p99_pct"] == "10.000" and values["latency_median_ms"] == "500.00"
+    nxt = stats.report()  # the window outlives the period
+    assert nxt.timing_frames == 4 and math.isnan(nxt.receipt_latency_median_ms)
+    stats.on_skipped()
+    assert stats.report().skipped == 1
+
+
 @pytest.fixture()
 def bundle_dir(tmp_path):
     (tmp_path / "meta.json").write_text("{}")
@@ -119,6 +159,38 @@ def test_bad_values_name_the_parameter(bundle_dir, name, value, match) -> None:
     values = {"bundle": str(bundle_dir), name: value}
     with pytest.raises(NodeParameterError, match=match):
         validate_params(values)
+
+
+@pytest.mark.parametrize("name, value, expected", [
+    ("backend", "openvino", "openvino"), ("device", "gpu", "gpu"), ("device", "auto", "auto"),
+    ("precision", "bf16", "bf16"), ("num_threads", 4, 4), ("workspace_mb", 512, 512),
+    ("max_depth", 20, 20.0), ("tasks", None, ()),
+])
+def test_check_value_accepts_and_normalises(name, value, expected) -> None:
+    assert check_value(name, value) == expected
+
+
+def test_check_value_refuses_with_the_reason() -> None:
+    with pytest.raises(NodeParameterError, match="num_threads=2.5 must be an integer"):
+        check_value("num_threads", 2.5)
+    with pytest.raises(NodeParameterError, match="unknown parameter 'colour'"):
+        check_value("colour", 1)
+    assert coerce_value("max_depth", 3) == 3.0 and isinstance(coerce_value("max_depth", 3), float)
+    assert coerce_value("num_threads", 3) == 3 and coerce_value("autostart", True) is True
+
+
+def test_descriptors_carry_type_range_and_choices() -> None:
+    from rcl_interfaces.msg import ParameterType
+
+    alpha = descriptor(SPECS["overlay_alpha"])
+    assert alpha.type == ParameterType.PARAMETER_DOUBLE and not alpha.dynamic_typing
+    assert (alpha.floating_point_range[0].from_value, alpha.floating_point_range[0].to_value) == (0.0, 1.0)
+    stride = descriptor(SPECS["pointcloud_stride"])
+    assert stride.type == ParameterType.PARAMETER_INTEGER and stride.integer_range[0].to_value == 64
+    backend = descriptor(SPECS["backend"])
+    assert "openvino" in backend.additional_constraints and "next configure" in backend.additional_constraints
+    assert descriptor(SPECS["tasks"]).dynamic_typing
+    assert descriptor(SPECS["autostart"]).type == ParameterType.PARAMETER_BOOL
 
 
 def test_qos_presets() -> None:

@@ -20,11 +20,15 @@ def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_bundle_master(tmp_path_factory: pytest.TempPathFactory, tiny_checkpoint: Path) -> Path:
+    from mbmt_ros.runtime.trt_readiness import assert_bundle_tensorrt_ready
     from training.export import export_bundle
 
     out = tmp_path_factory.mktemp("bundles") / "tiny"
-    return export_bundle(tiny_checkpoint, out, input_size=BUNDLE_SIZE, exporter="torchscript",
-                         metrics={"mIoU": 1.5})
+    bundle = export_bundle(tiny_checkpoint, out, input_size=BUNDLE_SIZE, exporter="torchscript",
+                           metrics={"mIoU": 1.5})
+    # every bundle the tests export passes the static TensorRT-readiness check (fp32 + fp16)
+    assert assert_bundle_tensorrt_ready(bundle) == ["model.onnx", "model_fp16.onnx"]
+    return bundle
 
 
 @pytest.fixture

@@ -46,7 +46,7 @@ def reference_outputs(model: Any, image: np.ndarray) -> dict[str, np.ndarray]:
         ref["segmentation"] = probs.argmax(0).numpy().astype(np.int32)
         ref["segmentation_confidence"] = probs.max(0).values.numpy()
     if "depth" in out:
-        ref["depth"] = out["depth"][0, 0].numpy()
+        ref["depth"] = out["depth"][0, 0].clamp(min=0).numpy()  # contract: never negative
     if "normals" in out:
         ref["normals"] = out["normals"][0].permute(1, 2, 0).numpy()
     return ref

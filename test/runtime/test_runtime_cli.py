@@ -57,7 +57,8 @@ def test_engine_info_lists_meta_and_engines(tiny_bundle: Path, capsys) -> None:
     out = capsys.readouterr().out
     assert "tasks       segmentation, depth, normals" in out
     assert "input       64x96" in out and "parity      fp32" in out
-    assert f"{key.filename()}: fp16 batch 1, NVIDIA Jetson Orin Nano sm8.7, TensorRT 10.3.0" in out
+    assert f"{key.filename()}: fp16 batch 1, NVIDIA Jetson Orin Nano sm8.7 (? SMs, ? MiB), " \
+           f"from model.onnx, TensorRT 10.3.0" in out
     assert "STALE" in out and "broken.engine: UNUSABLE" in out
     assert engine_main(["info", str(tiny_bundle), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["tasks"] == ["segmentation", "depth", "normals"]

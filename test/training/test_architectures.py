@@ -206,7 +206,7 @@ def test_mti_family_shares_decoder_settings_and_mtinet_takes_the_backbones():
     raw["model"].update(task_channels=[8, 16, 24, 32], aux_tasks=["edges"], fpm=False)
     config = parse_config(raw)
     student = stage_model_config(_ctx(config, "ummt"), "mt")
-    assert student["arch"] == "mtinet" and student["backbones"] == ["hrnet_w18"]
+    assert student["arch"] == "mtinet" and student["backbones"] == ["hrnet_w18_small_v2"]
     assert student["task_channels"] == [8, 16, 24, 32] and student["fpm"] is False
     assert student["aux_tasks"] == ["edges"] and "extra_modality" not in student
 

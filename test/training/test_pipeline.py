@@ -133,15 +133,20 @@ def test_pseudo_labels_recorded_with_provenance_never_overwriting_ground_truth(t
     assert (stored[conf[0] < 0.5] == -1).all() and (stored[conf[0] >= 0.5] >= 0).all()
 
 
-def test_pseudo_label_rerun_is_deterministic_and_leaves_the_dataset_alone(tiny_run):
-    data_before = digest_tree(tiny_run / "data")
-    labels_before = digest_tree(tiny_run / "pseudo" / "pseudo")
-    proc = mbmt_train("pseudo-label", "--config", str(TINY), "--run-dir", str(tiny_run),
+def test_pseudo_label_rerun_is_deterministic_and_leaves_the_dataset_alone(tiny_run, tmp_path):
+    import shutil
+
+    # on a copy: a forced re-run makes the stages downstream of it stale in that run folder
+    run = tmp_path / "copy"
+    shutil.copytree(tiny_run, run)
+    data_before = digest_tree(run / "data")
+    labels_before = digest_tree(run / "pseudo" / "pseudo")
+    proc = mbmt_train("pseudo-label", "--config", str(TINY), "--run-dir", str(run),
                       "--force", *SMALL)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert digest_tree(tiny_run / "data") == data_before
-    assert digest_tree(tiny_run / "pseudo" / "pseudo") == labels_before
-    assert not list((tiny_run / "pseudo").glob(".pseudo.*"))  # no temporary folder left
+    assert digest_tree(run / "data") == data_before
+    assert digest_tree(run / "pseudo" / "pseudo") == labels_before
+    assert not list((run / "pseudo").glob(".pseudo.*"))  # no temporary folder left
 
 
 def test_evaluation_metrics_tables_and_grids(tiny_run):
@@ -177,6 +182,9 @@ def test_export_bundle(tiny_run):
     assert (bundle / "model.onnx").is_file() and (bundle / "weights.safetensors").is_file()
     assert meta["tasks"] == ["segmentation", "depth", "normals"]
     assert meta["input_size"] == [32, 64]
+    from mbmt_ros.runtime.trt_readiness import assert_bundle_tensorrt_ready
+
+    assert "model.onnx" in assert_bundle_tensorrt_ready(bundle)  # CLI-exported: TensorRT-ready
 
 
 def test_rerun_skips_finished_stages(tiny_run):
@@ -279,10 +287,17 @@ def test_manifest_referring_to_missing_files(tiny_run, tmp_path, capsys):
 
 
 def test_corrupt_resume_checkpoint(tiny_run, tmp_path, capsys):
+    from training.config import load_config
+    from training.run_dir import RunDir
+    from training.stages.fingerprint import fingerprint_of
+
     cfg = _config_on(tiny_run, tmp_path)
     last = tmp_path / "r" / "mt" / "checkpoints" / "last.ckpt"
     last.parent.mkdir(parents=True)
     last.write_bytes(b"PK\x03\x04 truncated")
+    # a killed run of this very config left it (another config's folder would be set aside)
+    run = RunDir(tmp_path / "r")
+    run.write_fingerprint("mt", fingerprint_of(load_config(cfg), run, "mt"))
     code, err = cli(capsys, "train-mt", "--config", str(cfg), "--run-dir", str(tmp_path / "r"))
     assert code == 2
     assert str(last) in err and "delete it" in err

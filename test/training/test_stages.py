@@ -45,13 +45,13 @@ def test_shipped_configs_parse_and_build_stage_models(name):
 @pytest.mark.parametrize("mutate, message", [
     (lambda r: r.update(bogus=1), "unknown top-level key(s) ['bogus']"),
     (lambda r: r["train"].update(epoch=3), "unknown key(s) ['epoch']"),
-    (lambda r: r["train"].update(batch_size=0), "batch_size must be an integer >= 1"),
+    (lambda r: r["train"].update(batch_size=0), "train.batch_size: Input should be greater than or equal to 1"),
     (lambda r: r["stages"].append({"name": "x", "kind": "train-everything"}),
      "unknown kind 'train-everything'"),
     (lambda r: r["stages"][1].update(colour="red"), "unknown option(s) ['colour']"),
     (lambda r: r["stages"].insert(0, {"name": "early", "kind": "assemble", "from": "pretrain-st"}),
      "'pretrain-st' is not an earlier stage"),
-    (lambda r: r["stages"][7].update(tau=1.5), "tau must be in [0, 1)"),
+    (lambda r: r["stages"][7].update(tau=1.5), ".tau: Input should be less than 1"),
     (lambda r: r["stages"].append({"name": "mt"}), "stage name 'mt' is used twice"),
     (lambda r: r["stages"][7].update(teacher="mt"), "is a train-mt stage"),
     (lambda r: r.pop("model"), "'model:' section is required"),
@@ -212,14 +212,21 @@ def test_teacher_extra_input_from_labels():
 
 
 def test_colour_maps():
-    from training.plots import colorize_depth, colorize_normals, colorize_segmentation
+    """The result grids colour with the node's module (mbmt_ros.ros.colorize): void and
+    invalid pixels black, one depth colour map."""
+    from mbmt_ros.ros.colorize import (
+        colorize_depth,
+        colorize_normals,
+        colorize_segmentation,
+        palette_lut,
+    )
 
-    seg = colorize_segmentation(np.array([[0, 1], [-1, 7]]), [(10, 20, 30), (40, 50, 60)])
+    seg = colorize_segmentation(np.array([[0, 1], [-1, 7]]), palette_lut([(10, 20, 30), (40, 50, 60)]))
     assert seg[0, 0].tolist() == [10, 20, 30] and seg[0, 1].tolist() == [40, 50, 60]
     assert seg[1, 0].tolist() == [0, 0, 0] and seg[1, 1].tolist() == [0, 0, 0]
     n = colorize_normals(np.array([[[0, 0, -1], [0, 0, 0]]], np.float32))
-    assert n[0, 0].tolist() == [127, 127, 0] and n[0, 1].tolist() == [0, 0, 0]
-    d = colorize_depth(np.array([[0.0, 1.0, 3.0]]))
+    assert n[0, 0].tolist() == [128, 128, 0] and n[0, 1].tolist() == [0, 0, 0]
+    d = colorize_depth(np.array([[0.0, 1.0, 3.0]]), max_depth=3.0, min_depth=1.0)
     assert d[0, 0].tolist() == [0, 0, 0] and d[0, 1].tolist() != d[0, 2].tolist()
 
 

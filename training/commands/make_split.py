@@ -26,12 +26,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from training.data.manifest import MANIFEST_NAME, Manifest, make_imbalanced_split
+    from training.data.manifest import make_imbalanced_split, open_manifest
 
     data = Path(args.data)
-    source = Path(args.manifest) if args.manifest else data / MANIFEST_NAME
-    full = Manifest.load(source) if source.is_file() or args.manifest else \
-        Manifest.from_layout(data)
+    full = open_manifest(data, args.manifest)
     split = make_imbalanced_split(full, args.depth, args.segmentation, args.seed, args.normals)
     out = Path(args.out) if args.out else \
         data / "splits" / f"depth{args.depth}_seg{args.segmentation}_seed{args.seed}.json"

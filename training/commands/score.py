@@ -123,8 +123,10 @@ def _check_prediction(path: Path, task: str, pred: np.ndarray, gt: np.ndarray,
 
 
 def score_folder(pred_dir: str | Path, data_dir: str | Path, split: str = "val",
-                 num_classes: int | None = None) -> dict[str, dict[str, float]]:
-    """Metrics of the predictions in ``pred_dir`` against ``data_dir``'s ``split``."""
+                 num_classes: int | None = None,
+                 only: list[int] | None = None) -> dict[str, dict[str, float]]:
+    """Metrics of the predictions in ``pred_dir`` against ``data_dir``'s ``split``
+    (``only``: score just these sample indices of the split)."""
     pred_dir, data_dir = Path(pred_dir), Path(data_dir)
     if not pred_dir.is_dir():
         raise DataError(f"prediction folder {pred_dir} does not exist")
@@ -133,6 +135,11 @@ def score_folder(pred_dir: str | Path, data_dir: str | Path, split: str = "val",
     layout = detect_layout(data_dir, manifest.label_folder if manifest else None)
     classes = resolve_num_classes(manifest, num_classes, layout.folders[SEGMENTATION])
     indices = list_indices(layout, split, tasks=())
+    if only is not None:
+        unknown = sorted(set(only) - set(indices))
+        if unknown:
+            raise DataError(f"{data_dir}/{split} has no sample(s) {unknown[:5]}")
+        indices = sorted(set(only))
     entries = {e.index: e for e in manifest.entries(split)} if manifest else {}
 
     tasks: tuple[str, ...] | None = None

@@ -1,9 +1,12 @@
 """rosbag2 (mcap or sqlite3) RGB-D recordings, read and written with the ``rosbags`` library.
 
-Reading turns ``sensor_msgs/Image`` (rgb8, bgr8, rgba8, bgra8, mono8; depth 16UC1/mono16
-millimetres or 32FC1 metres) and ``sensor_msgs/CompressedImage`` (JPEG/PNG colour,
-``compressedDepth`` PNG depth) into NumPy arrays and ``CameraInfo`` into
-:class:`CameraIntrinsics`. Writing records RGB (rgb8 or JPEG), 16UC1 millimetre depth and
+Reading turns ``sensor_msgs/Image`` (every camera encoding the perception node accepts:
+rgb8, bgr8, rgba8, bgra8, mono8, mono16, YUV 4:2:2 (yuv422/uyvy, yuv422_yuy2/yuyv), Bayer;
+depth 16UC1/mono16 millimetres or 32FC1 metres) and ``sensor_msgs/CompressedImage``
+(JPEG/PNG colour, ``compressedDepth`` PNG depth) into NumPy arrays and ``CameraInfo`` into
+:class:`CameraIntrinsics`. Images are decoded by the node's own decoder
+(:mod:`mbmt_ros.ros.image_conversions`, :mod:`mbmt_ros.ros.compressed`), so a camera the node
+accepts is a camera ``extract-bag`` accepts. Writing records RGB (rgb8 or JPEG), 16UC1 millimetre depth and
 CameraInfo, which is how ``mbmt-train synth`` produces a robot-like log.
 """
 from __future__ import annotations
@@ -99,45 +102,21 @@ def iter_messages(reader, topics: dict[str, tuple[str, ...]],
         yield BagMessage(conn.topic, conn.msgtype, stamp_ns(msg, log_time), msg)
 
 
-def _image_array(msg, where: str) -> tuple[np.ndarray, str]:
-    enc = str(msg.encoding).lower()
-    dtypes = {"rgb8": (np.uint8, 3), "bgr8": (np.uint8, 3), "rgba8": (np.uint8, 4),
-              "bgra8": (np.uint8, 4), "mono8": (np.uint8, 1), "8uc1": (np.uint8, 1),
-              "8uc3": (np.uint8, 3), "16uc1": (np.uint16, 1), "mono16": (np.uint16, 1),
-              "32fc1": (np.float32, 1)}
-    if enc not in dtypes:
-        raise DataError(f"{where}: image encoding {msg.encoding!r} is not supported "
-                        f"(use one of {sorted(dtypes)})")
-    dtype, ch = dtypes[enc]
-    dt = np.dtype(dtype).newbyteorder(">" if msg.is_bigendian else "<")
-    h, w, step = int(msg.height), int(msg.width), int(msg.step)
-    data = np.frombuffer(bytes(msg.data), dtype=np.uint8)
-    if data.size < h * step or step < w * ch * dt.itemsize:
-        raise DataError(f"{where}: {data.size} bytes do not hold a {h}x{w} {enc} image "
-                        f"(step {step})")
-    rows = data[: h * step].reshape(h, step)[:, : w * ch * dt.itemsize]
-    arr = np.ascontiguousarray(rows).view(dt).reshape(h, w, ch).astype(dtype, copy=False)
-    return arr, enc
-
-
 def decode_color(msg, msgtype: str, where: str = "image") -> np.ndarray:
-    """An Image / CompressedImage message as uint8 RGB (H, W, 3)."""
-    if msgtype == COMPRESSED:
-        try:
-            img = Image.open(io.BytesIO(bytes(msg.data)))
-            return np.asarray(img.convert("RGB"))
-        except Exception as exc:
-            raise DataError(f"{where}: cannot decode compressed image (format "
-                            f"{msg.format!r}): {exc}") from exc
-    arr, enc = _image_array(msg, where)
-    if arr.dtype != np.uint8:
-        raise DataError(f"{where}: colour image has encoding {enc}; expected an 8-bit colour "
-                        "encoding (is this the depth topic?)")
-    if enc.startswith("bgr"):
-        arr = arr[:, :, [2, 1, 0]]
-    elif arr.shape[2] == 1:
-        arr = np.repeat(arr, 3, axis=2)
-    return np.ascontiguousarray(arr[:, :, :3])
+    """An Image / CompressedImage message as uint8 RGB (H, W, 3), decoded as the node does."""
+    from mbmt_ros.ros.compressed import decode_compressed
+    from mbmt_ros.ros.errors import ImageConversionError
+    from mbmt_ros.ros.image_conversions import DEPTH_ENCODINGS, canonical_encoding, to_rgb8
+
+    try:
+        if msgtype == COMPRESSED:
+            return decode_compressed(msg)
+        if canonical_encoding(msg.encoding) in set(DEPTH_ENCODINGS) - {"mono16"}:
+            raise ImageConversionError(f"colour image has depth encoding {msg.encoding!r}; "
+                                       "expected a camera encoding (is this the depth topic?)")
+        return np.ascontiguousarray(to_rgb8(msg))
+    except ImageConversionError as exc:
+        raise DataError(f"{where}: {exc}") from exc
 
 
 def _compressed_depth(msg, where: str) -> np.ndarray:
@@ -165,14 +144,13 @@ def decode_depth(msg, msgtype: str, where: str = "depth") -> np.ndarray:
     if msgtype == COMPRESSED:
         depth = _compressed_depth(msg, where)
     else:
-        arr, enc = _image_array(msg, where)
-        if enc in ("16uc1", "mono16"):
-            depth = arr[:, :, 0].astype(np.float32) / 1000.0
-        elif enc == "32fc1":
-            depth = arr[:, :, 0].astype(np.float32)
-        else:
-            raise DataError(f"{where}: depth image has encoding {enc}; expected 16UC1 "
-                            "(millimetres) or 32FC1 (metres)")
+        from mbmt_ros.ros.errors import ImageConversionError
+        from mbmt_ros.ros.image_conversions import to_depth_m
+
+        try:
+            depth = to_depth_m(msg)
+        except ImageConversionError as exc:
+            raise DataError(f"{where}: {exc}") from exc
     bad = ~np.isfinite(depth) | (depth < 0)
     return np.where(bad, np.float32(0), depth).astype(np.float32)
 
@@ -221,8 +199,10 @@ class RgbdBagWriter:
         self.write_depth(stamp, depth_m)
         self.write_info(stamp, camera)
 
-    def write_rgb(self, stamp: int, rgb: np.ndarray) -> None:
-        """Colour as rgb8 Image (or JPEG CompressedImage when ``compressed``)."""
+    def write_rgb(self, stamp: int, rgb: np.ndarray, encoding: str = "rgb8") -> None:
+        """Colour as an Image (or JPEG CompressedImage when ``compressed``) of ``encoding``:
+        rgb8, bgr8 or packed YUV 4:2:2 (yuv422/uyvy, yuv422_yuy2/yuyv; even widths), as
+        cameras publish it."""
         h, w = rgb.shape[:2]
         header = self._header(stamp)
         if self.compressed:
@@ -232,8 +212,18 @@ class RgbdBagWriter:
                                    data=np.frombuffer(buf.getvalue(), np.uint8))
             self._writer.write(self._rgb, stamp, self._store.serialize_cdr(msg, COMPRESSED))
             return
-        msg = self._Image(header=header, height=h, width=w, encoding="rgb8", is_bigendian=0,
-                          step=w * 3, data=np.ascontiguousarray(rgb, np.uint8).reshape(-1))
+        from mbmt_ros.ros.image_conversions import ENCODINGS, canonical_encoding, rgb8_to_yuv422
+
+        encoding = canonical_encoding(encoding)
+        pixels = np.asarray(rgb, np.uint8)
+        if encoding == "bgr8":
+            pixels = pixels[..., ::-1]
+        elif encoding in ENCODINGS and ENCODINGS[encoding].yuv:
+            pixels = rgb8_to_yuv422(pixels, ENCODINGS[encoding].yuv)
+        elif encoding != "rgb8":
+            raise ValueError(f"colour encoding {encoding!r}: use rgb8, bgr8 or a YUV 4:2:2 one")
+        msg = self._Image(header=header, height=h, width=w, encoding=encoding, is_bigendian=0,
+                          step=w * pixels.shape[2], data=np.ascontiguousarray(pixels).reshape(-1))
         self._writer.write(self._rgb, stamp, self._store.serialize_cdr(msg, IMAGE))
 
     def write_depth(self, stamp: int, depth_m: np.ndarray, encoding: str = "16UC1") -> None:

@@ -9,7 +9,7 @@ from typing import Any
 from mbmt_ros.tasks import TASKS
 from training.data.camera import CAMERA_NAME, CameraIntrinsics
 from training.data.layout import SPLITS, detect_layout, list_indices, load_sample
-from training.data.manifest import MANIFEST_NAME, Manifest
+from training.data.manifest import MANIFEST_NAME, open_manifest
 from training.errors import DataError
 
 __all__ = ["DataReport", "check_dataset", "format_report"]
@@ -33,12 +33,8 @@ def check_dataset(root: str | Path, manifest: str | Path | None = None,
     root = Path(root)
     if manifest is None and (root / MANIFEST_NAME).is_file():
         manifest = root / MANIFEST_NAME
-    if manifest is not None:
-        m = Manifest.load(manifest)
-        where = str(manifest)
-    else:
-        m = Manifest.from_layout(root, label_folder=label_folder)
-        where = "(no manifest: every file as ground truth)"
+    m = open_manifest(root, manifest, label_folder)
+    where = str(manifest) if manifest is not None else "(no manifest: every file as ground truth)"
     layout = detect_layout(root, label_folder or m.label_folder)
     sizes: dict[str, tuple[int, int]] = {}
     for split in SPLITS:

@@ -19,7 +19,7 @@ from torch.utils.data import Dataset
 
 from mbmt_ros.tasks import IGNORE_INDEX, IMAGENET_MEAN, IMAGENET_STD, TASKS, validate_tasks
 from training.data.layout import Layout, detect_layout, list_indices, load_sample
-from training.data.manifest import MANIFEST_NAME, Manifest, SampleEntry
+from training.data.manifest import Manifest, SampleEntry, open_manifest
 from training.data.sample import Sample
 from training.data.transforms import Compose, RandomCrop, RandomHorizontalFlip, Resize, Transform
 from training.errors import DataError
@@ -93,12 +93,7 @@ class MultiTaskDataset(Dataset):
                  label_folder: str | None = None) -> None:
         self.root = Path(root)
         self.split = split
-        if manifest is None:
-            path = self.root / MANIFEST_NAME
-            manifest = Manifest.load(path) if path.is_file() else Manifest.from_layout(
-                self.root, label_folder=label_folder)
-        elif not isinstance(manifest, Manifest):
-            manifest = Manifest.load(manifest)
+        manifest = open_manifest(self.root, manifest, label_folder)
         self.manifest = manifest
         self.tasks = TASKS if tasks is None else validate_tasks(list(tasks))
         self.layout: Layout = detect_layout(self.root, label_folder or manifest.label_folder)

@@ -38,8 +38,8 @@ from training.data.layout import SPLITS, detect_layout, list_indices
 from training.data.sample import GT, LABEL_KINDS
 from training.errors import DataError
 
-__all__ = ["FORMAT", "VERSION", "MANIFEST_NAME", "SampleEntry", "Manifest",
-           "make_imbalanced_split", "default_class_names"]
+__all__ = ["FORMAT", "VERSION", "MANIFEST_NAME", "SampleEntry", "Manifest", "open_manifest",
+           "holdout_indices", "make_imbalanced_split", "default_class_names"]
 
 FORMAT = "mbmt_ros.manifest"
 VERSION = 1
@@ -199,6 +199,31 @@ class Manifest:
                    label_folder=layout.folders[SEGMENTATION])
 
 
+def open_manifest(root: str | Path, manifest: Manifest | str | Path | None = None,
+                  label_folder: str | None = None) -> Manifest:
+    """The one place that decides "manifest or layout" for a dataset folder.
+
+    ``manifest`` is a :class:`Manifest` (returned as is), a file, or None for the dataset's own
+    ``<root>/manifest.json``. When that default file is absent - MTAN's NYUv2 / Cityscapes
+    copies come without one - every file of the layout is ground truth
+    (:meth:`Manifest.from_layout`). Any other named file must exist. Every stage kind, the
+    dataset and the data commands read manifests through here, so a folder exactly as
+    downloaded works everywhere.
+    """
+    if isinstance(manifest, Manifest):
+        return manifest
+    root = Path(root)
+    default = root / MANIFEST_NAME
+    path = default if manifest is None else Path(manifest)
+    if path.is_file() or (manifest is not None and not _same_file(path, default)):
+        return Manifest.load(path)
+    return Manifest.from_layout(root, label_folder=label_folder)
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    return a.resolve() == b.resolve()
+
+
 def _check_task_kind(task: str, kind: str, where: str) -> None:
     if task not in TASKS:
         raise DataError(f"{where}: unknown task {task!r}; tasks are {list(TASKS)}")
@@ -208,6 +233,25 @@ def _check_task_kind(task: str, kind: str, where: str) -> None:
 
 def _split_key(split: str) -> tuple[int, str]:
     return (SPLITS.index(split) if split in SPLITS else len(SPLITS), split)
+
+
+def holdout_indices(manifest: Manifest, fraction: float, seed: int,
+                    split: str = "train") -> set[int]:
+    """The ``split`` indices held out for validation: ``round(fraction * n)`` (at least one) of
+    its ``n`` samples, drawn reproducibly by ``seed`` (``data.val_from_train``).
+
+    NYUv2's ``val`` is the official test split; anything that selects on validation should
+    use these training frames instead, so the test split is only ever evaluated.
+    """
+    if not 0.0 < fraction < 1.0:
+        raise DataError(f"the validation fraction must be in (0, 1), got {fraction!r}")
+    indices = [e.index for e in manifest.entries(split)]
+    if len(indices) < 2:
+        raise DataError(f"the {split} split has {len(indices)} sample(s); at least 2 are needed "
+                        "to carve a validation split out of it")
+    count = min(len(indices) - 1, max(1, round(fraction * len(indices))))
+    order = np.random.default_rng(seed).permutation(len(indices))[:count]
+    return {indices[i] for i in order}
 
 
 def make_imbalanced_split(manifest: Manifest, depth: int, segmentation: int, seed: int,

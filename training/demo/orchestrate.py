@@ -27,16 +27,23 @@ from typing import Any
 import yaml
 
 from mbmt_ros.io import atomic_write_json, atomic_write_text
+from mbmt_ros.resources import share_file
 from training.demo.budget import get_budget
 from training.errors import ConfigError, MbmtError, TrainingError
 
-__all__ = ["REPO_ROOT", "DEFAULT_CONFIG", "run_demo", "resolve_device", "node_backend"]
+__all__ = ["default_config", "ros_isolated", "run_demo", "resolve_device", "node_backend"]
 
 log = logging.getLogger(__name__)
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-DEFAULT_CONFIG = REPO_ROOT / "config" / "train" / "tiny.yaml"
-ROS_ISOLATED = REPO_ROOT / "scripts" / "ros_isolated"
+
+def default_config() -> Path:
+    """The demo's pipeline config, ``config/train/tiny.yaml`` of the checkout or the install."""
+    return share_file("config", "train", "tiny.yaml")
+
+
+def ros_isolated() -> Path:
+    """``scripts/ros_isolated`` (the network-namespace wrapper) of the checkout or the install."""
+    return share_file("scripts", "ros_isolated")
 
 
 def resolve_device(device: str) -> str:
@@ -147,7 +154,7 @@ def _run(out: Path, budget: str, device: str, config: str | Path | None, progres
     from training.demo.summary import build_summary, format_summary
 
     started = time.monotonic()
-    config = Path(config or DEFAULT_CONFIG).resolve()
+    config = Path(config).resolve() if config else default_config()
     if not config.is_file():
         raise ConfigError(f"pipeline config {config} does not exist")
     spec = get_budget(budget)
@@ -186,7 +193,7 @@ def _run(out: Path, budget: str, device: str, config: str | Path | None, progres
     session_dir = out / "ros"
     _step(3, total, f"perception node ({backend}, {device}) in an isolated network namespace: "
           f"replaying {replay_bag.name}, recording its outputs")
-    cmd = [str(ROS_ISOLATED), sys.executable, "-m", "training.demo.ros_session",
+    cmd = [str(ros_isolated()), sys.executable, "-m", "training.demo.ros_session",
            "--bundle", str(bundle), "--bag", str(replay_bag), "--out", str(session_dir),
            "--backend", backend, "--device", device, "--precision", precision,
            "--rate", str(spec.replay_rate)]

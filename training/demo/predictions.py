@@ -43,9 +43,9 @@ def image_array(msg: Any, where: str) -> np.ndarray:
 
 def stamps_of_split(data_root: Path, split: str) -> dict[int, int]:
     """``{stamp_ns: index}`` of the dataset's ``split`` from its ``manifest.json``."""
-    from training.data.manifest import Manifest
+    from training.data.manifest import open_manifest
 
-    manifest = Manifest.load(Path(data_root) / "manifest.json")
+    manifest = open_manifest(data_root)
     stamps = {}
     for entry in manifest.entries(split):
         stamp = getattr(entry, "stamp_ns", None)

@@ -1,9 +1,10 @@
 """The pipeline stages, one function per stage kind, and the runner that skips finished ones.
 
 ``run_stage(config, run, name)`` runs one stage of a config into ``<run dir>/<name>/`` unless
-its ``done.json`` exists; ``run_pipeline`` runs the config's stages in order. Under a DDP
-launcher (``torchrun``) every rank runs the same stages, rank 0 alone writes shared artefacts
-and all ranks meet at a barrier after each stage.
+it finished under the same fingerprint (its config and the stages it reads, see
+``training.stages.fingerprint``); ``run_pipeline`` runs the config's stages in order. Under a
+DDP launcher (``torchrun``, SLURM or Lightning's own) every rank runs the same stages, global
+rank 0 alone writes shared artefacts and all ranks meet at barriers (``training.distributed``).
 """
 from __future__ import annotations
 
@@ -13,10 +14,11 @@ import os
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from training import distributed
 from training.config import PipelineConfig
 from training.errors import ConfigError, TrainingError
 from training.run_dir import RunDir
-from training.stages.common import StageContext, is_rank_zero
+from training.stages.common import StageContext
 
 __all__ = ["RUNNERS", "run_stage", "run_pipeline", "default_run_dir"]
 
@@ -49,60 +51,46 @@ def default_run_dir(config: PipelineConfig) -> str:
     return os.path.join("runs", config.name)
 
 
-def _distributed_setup() -> None:
-    """Join the launcher's process group early (torchrun sets WORLD_SIZE) so stages can wait
-    for rank 0's artefacts; Lightning reuses an existing group."""
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
-        return
-    import torch
-    import torch.distributed as dist
-
-    if dist.is_available() and not dist.is_initialized():
-        if torch.cuda.is_available():
-            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-
-
-def _barrier() -> None:
-    try:
-        import torch.distributed as dist
-    except ImportError:
-        return
-    if dist.is_available() and dist.is_initialized():
-        dist.barrier()
-
-
 def run_stage(config: PipelineConfig, run: RunDir, name: str, force: bool = False) -> dict[str, Any]:
-    """Run stage ``name`` unless finished; ``force`` deletes its folder and runs it afresh.
+    """Run stage ``name`` unless it finished under the same fingerprint.
 
-    An unfinished stage (no ``done.json``) resumes from its ``checkpoints/last.ckpt``.
+    The fingerprint (``training.stages.fingerprint``) covers the stage's config and every stage
+    it reads. A stage finished (or started) under another fingerprint is set aside
+    (``<name>.stale-<time>``, kept) and run afresh; ``force`` deletes the stage's folder and runs
+    it afresh; an unfinished stage with the same fingerprint resumes its ``checkpoints/last.ckpt``.
+
+    Every rank of a multi-process job calls this in the same order: all read the run folder,
+    meet, then global rank 0 alone changes folders, generates synthetic data and (for stages
+    that do not train) runs the stage, while the others wait; training stages run on every rank.
     """
+    from training.stages.data import ensure_dataset
+    from training.stages.fingerprint import fingerprint_of, plan_stage
+
     spec = config.stage(name)
-    ctx = StageContext(config, run, spec)
-    if run.is_done(name) and not force:
-        done = run.read_done(name)
-        if done.get("config_digest") != ctx.digest:
-            log.warning("stage '%s' finished with a different config; keeping it (delete %s or "
-                        "pass --force to re-run it)", name, run.root / name / "done.json")
+    rank = distributed.setup(config.train)
+    ctx = StageContext(config, run, spec, fingerprint=fingerprint_of(config, run, name))
+    plan = plan_stage(run, name, ctx.fingerprint, force)
+    if plan == "skip":
         log.info("stage '%s' (%s): already done, skipping", name, spec.kind)
-        return done
+        return run.read_done(name)
     runners = RUNNERS()
     if spec.kind not in runners:
         raise ConfigError(f"no runner for stage kind {spec.kind!r}")
-    _distributed_setup()
     if int(spec.train.get("num_threads") or 0) > 0:
         import torch
 
         torch.set_num_threads(int(spec.train["num_threads"]))
-    if force and is_rank_zero():
-        # start the stage afresh: its old weights, checkpoints and per-net markers go
-        import shutil
-
-        shutil.rmtree(run.root / name, ignore_errors=True)
-    _barrier()
-    log.info("stage '%s' (%s): starting in %s", name, spec.kind, run.root / name)
+    distributed.barrier()  # every rank has read the run folder before rank 0 changes it
     try:
-        info = runners[spec.kind](ctx)
+        if rank.is_zero:
+            _prepare_folder(run, name, plan, ctx.fingerprint)
+            ensure_dataset(config, run)  # synthetic data is generated by rank 0 alone
+        distributed.barrier()
+        log.info("stage '%s' (%s): starting in %s", name, spec.kind, run.root / name)
+        info = runners[spec.kind](ctx) if spec.trains or rank.is_zero else {}
+        if rank.is_zero:
+            run.mark_done(name, spec.kind, ctx.digest, fingerprint=ctx.fingerprint,
+                          **(info or {}))
     except OSError as exc:
         if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
             raise
@@ -110,11 +98,28 @@ def run_stage(config: PipelineConfig, run: RunDir, name: str, force: bool = Fals
             f"stage '{name}': no space left on the device while writing ({exc}); every file is "
             "written atomically, so finished artefacts and the last checkpoint are intact - free "
             "some space and re-run to continue") from exc
-    if is_rank_zero():
-        run.mark_done(name, spec.kind, ctx.digest, **(info or {}))
-    _barrier()
+    distributed.barrier()
     log.info("stage '%s' (%s): done", name, spec.kind)
     return info
+
+
+def _prepare_folder(run: RunDir, name: str, plan: str, fingerprint: str) -> None:
+    """Rank 0, before a stage runs: start it afresh (forced: delete; stale: set aside), drop
+    the temporaries a killed run left (half-written checkpoints, partial folders) and record the
+    fingerprint its folder's contents are made under."""
+    import shutil
+
+    from mbmt_ros.io import remove_stale_temporaries
+
+    for path in remove_stale_temporaries(run.root / name):
+        log.info("stage '%s': removed %s left by an interrupted write", name, path)
+    if plan == "force":
+        shutil.rmtree(run.root / name, ignore_errors=True)
+    elif plan == "stale":
+        aside = run.set_aside(name)
+        log.warning("stage '%s': its config or inputs changed since it ran; re-running it (the "
+                    "old folder is kept as %s)", name, aside)
+    run.write_fingerprint(name, fingerprint)
 
 
 def run_pipeline(config: PipelineConfig, run: RunDir, only: Iterable[str] | None = None,
@@ -122,7 +127,12 @@ def run_pipeline(config: PipelineConfig, run: RunDir, only: Iterable[str] | None
     """Run the config's stages in order (or just ``only``), skipping finished ones."""
     only = list(only) if only is not None else None
     force = set(force)
-    if is_rank_zero():
+    rank = distributed.setup(config.train)
+    if rank.world_size > 1:
+        log.info("pipeline '%s': global rank %d of %d (node %d, local rank %d; %s)", config.name,
+                 rank.global_rank, rank.world_size, rank.node_rank, rank.local_rank,
+                 rank.launcher)
+    if rank.is_zero:
         run.root.mkdir(parents=True, exist_ok=True)
         run.write_config({**config.raw, "name": config.name})
     results = {}

@@ -4,12 +4,12 @@
 ``weights_only`` checkpoints (``checkpoints/last.ckpt``, resumed automatically), TensorBoard
 logs under ``<stage>/logs``, progress bars, and DDP through whatever launcher started the
 process (``torchrun`` / Lightning) - ``train.devices`` / ``train.strategy`` / ``train.num_nodes``.
-Only global rank 0 writes final artefacts.
+Only global rank 0 writes final artefacts (``training.distributed``). Checkpoints carry the
+stage's fingerprint and ``last.ckpt`` is resumed only under the same fingerprint.
 """
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,6 +33,8 @@ class StageContext:
     config: PipelineConfig
     run: RunDir
     spec: StageSpec
+    #: the stage's fingerprint (training.stages.fingerprint), set by run_stage
+    fingerprint: str | None = None
 
     @property
     def dir(self) -> Path:
@@ -52,8 +54,11 @@ class StageContext:
 
 
 def is_rank_zero() -> bool:
-    """True in a single process and on global rank 0 of a DDP job (``RANK`` from the launcher)."""
-    return int(os.environ.get("RANK", os.environ.get("GLOBAL_RANK", "0"))) == 0
+    """True in a single process and on global rank 0 of a DDP job, as Lightning's cluster
+    environments see it (``training.distributed``)."""
+    from training.distributed import is_rank_zero as _is_rank_zero
+
+    return _is_rank_zero()
 
 
 def seed_everything(seed: int) -> None:
@@ -104,7 +109,7 @@ def fit_model(ctx: StageContext, module: Any, train_loader: Any, val_loader: Any
     from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
     from lightning.pytorch.loggers import TensorBoardLogger
 
-    from training.checkpoint_io import SafeCheckpointIO
+    from training.checkpoint_io import SafeCheckpointIO, checkpoint_fingerprint
 
     train = ctx.train
     base = ctx.dir / name if name else ctx.dir
@@ -125,7 +130,7 @@ def fit_model(ctx: StageContext, module: Any, train_loader: Any, val_loader: Any
         default_root_dir=str(base),
         logger=TensorBoardLogger(str(base), name="logs", version="", default_hp_metric=False),
         callbacks=[checkpoint, TQDMProgressBar(refresh_rate=max(1, len(train_loader) // 5))],
-        plugins=[SafeCheckpointIO()],
+        plugins=[SafeCheckpointIO(fingerprint=ctx.fingerprint)],
         deterministic="warn" if train["deterministic"] else False,
         log_every_n_steps=int(train["log_every_n_steps"]),
         limit_train_batches=train["limit_train_batches"],
@@ -135,6 +140,10 @@ def fit_model(ctx: StageContext, module: Any, train_loader: Any, val_loader: Any
         enable_model_summary=False,
     )
     resume = str(last) if last.is_file() else None
+    if resume and ctx.fingerprint is not None and checkpoint_fingerprint(last) != ctx.fingerprint:
+        log.warning("%s: not resuming %s: it was written under another config or other inputs "
+                    "(fingerprint); training afresh", ctx.spec.name, last)
+        resume = None
     if resume:
         log.info("%s: resuming from %s", ctx.spec.name, resume)
     trainer.fit(module, train_dataloaders=train_loader, val_dataloaders=val_loader,

@@ -15,7 +15,7 @@ from training.errors import ConfigError, DataError
 from training.run_dir import RunDir
 
 __all__ = ["dataset_root", "ensure_dataset", "image_size", "manifest_path", "make_dataset", "make_loader",
-           "run_cli"]
+           "run_cli", "validation_holdout"]
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +41,7 @@ def dataset_root(config: PipelineConfig, run: RunDir) -> Path:
 def ensure_dataset(config: PipelineConfig, run: RunDir) -> Path:
     """The dataset folder, generating it with ``mbmt-train synth`` when the config asks for
     synthetic data and it does not exist yet (the writer renames a complete folder into place,
-    so an existing folder is complete)."""
+    so an existing folder is complete). Only global rank 0 generates it."""
     root = dataset_root(config, run)
     if (root / "manifest.json").is_file():
         return root
@@ -51,6 +51,13 @@ def ensure_dataset(config: PipelineConfig, run: RunDir) -> Path:
             return root
         raise DataError(f"dataset folder {root} does not exist; fix data.root in "
                         f"{config.path or 'the config'} or add a data.synth section")
+    from training.distributed import rank_info
+
+    rank = rank_info(config.train)
+    if not rank.is_zero:  # only rank 0 writes it (run_stage), before the others read it
+        raise DataError(f"rank {rank.global_rank}: the synthetic dataset {root} is missing; "
+                        "global rank 0 generates it - is the run folder on a file system "
+                        "that every node shares?")
     size = synth.get("size", [64, 80])
     args = ["synth", "--out", str(root), "--count", str(synth["count"]),
             "--size", str(size[0]), str(size[1]), "--seed", str(synth.get("seed", config.seed))]
@@ -90,6 +97,23 @@ def manifest_path(config: PipelineConfig, run: RunDir, ref: str | None) -> Path:
         raise DataError(f"manifest {path} does not exist (manifest: must name a make-split or "
                         "pseudo-label stage or a manifest file)")
     return path
+
+
+def validation_holdout(config: PipelineConfig, run: RunDir) -> set[int]:
+    """The training frames ``data.val_from_train`` holds out for validation (empty when 0).
+
+    Drawn from the dataset's own manifest (or its layout) with the config's seed, so every
+    stage holds out the same frames; training stages validate on them instead of
+    ``data.val_split`` (NYUv2's official test split), and ``make-split`` never picks them.
+    """
+    fraction = float(config.data.get("val_from_train") or 0.0)
+    if fraction <= 0.0:
+        return set()
+    from training.data.manifest import holdout_indices, open_manifest
+
+    root = ensure_dataset(config, run)
+    return holdout_indices(open_manifest(root, config.data.get("manifest")), fraction,
+                           config.seed, config.data["train_split"])
 
 
 def make_dataset(root: Path, split: str, manifest: Path, input_size: Any = None,

@@ -22,6 +22,7 @@ from training.plots import save_result_grid
 from training.run_dir import DONE_FILE, MODEL_FILE, RunDir
 from training.stages.common import StageContext, is_rank_zero
 from training.stages.data import ensure_dataset, make_dataset
+from training.stages.fingerprint import evaluated_stages
 from training.tables import TableRow, csv_table, markdown_table
 
 __all__ = ["evaluate_model", "evaluate_bundle", "evaluate", "write_results",
@@ -194,8 +195,7 @@ def evaluate(ctx: StageContext) -> dict[str, Any]:
     root = ensure_dataset(ctx.config, ctx.run)
     manifest = root / "manifest.json"
     split = opts.get("split") or ctx.config.data["val_split"]
-    names = opts.get("stages") or [s.name for s in ctx.config.stages
-                                   if s.kind in EVALUATED_KINDS and s.name != ctx.spec.name]
+    names = evaluated_stages(ctx.config, ctx.spec)  # its stages: or every earlier trained one
     rows: dict[str, TableRow] = {}
     kinds: dict[str, str] = {}
     for name in names:

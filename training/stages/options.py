@@ -18,7 +18,7 @@ from typing import Any
 
 import yaml
 
-from training.config import PipelineConfig, load_config, parse_config
+from training.config import PipelineConfig, parse_config, read_config
 from training.errors import ConfigError
 from training.run_dir import RunDir
 
@@ -85,11 +85,14 @@ def _set_stage_option(raw: dict[str, Any], name: str, keys: list[str], value: An
 
 def config_from_args(args: argparse.Namespace) -> tuple[PipelineConfig, RunDir]:
     """The validated config (with ``--set`` overrides) and the run folder of a command."""
-    config = load_config(args.config)
-    if args.overrides:
-        raw = apply_overrides(dict(config.raw), list(args.overrides))
-        config = parse_config(raw, path=args.config)
+    raw = read_config(args.config)
+    if args.overrides and isinstance(raw, dict):
+        raw = apply_overrides(raw, list(args.overrides))
+    config = parse_config(raw, path=args.config, overrides=list(args.overrides))
+    from training.config_models import check_pretrained
     from training.stages import default_run_dir
+
+    check_pretrained(config)  # ImageNet weights reachable? before any stage starts
 
     run = RunDir(args.run_dir or Path(default_run_dir(config)))
     return config, run

@@ -66,7 +66,7 @@ def pseudo_label(ctx: StageContext) -> dict[str, Any]:
     import torch
     from torch.utils.data import DataLoader
 
-    from training.data.manifest import Manifest
+    from training.data.manifest import open_manifest
     from training.lightning_module import model_inputs
     from training.stages.models import TEACHER_ARCHS, load_stage_model
 
@@ -83,7 +83,7 @@ def pseudo_label(ctx: StageContext) -> dict[str, Any]:
                           f"(its tasks: {list(teacher.tasks)})")
     root = ensure_dataset(ctx.config, ctx.run)
     source = manifest_path(ctx.config, ctx.run, opts.get("manifest"))
-    manifest = Manifest.load(source)
+    manifest = open_manifest(root, source)
     if manifest.num_classes != teacher.num_classes:
         raise DataError(f"mismatched class counts: teacher {teacher_path} has "
                         f"{teacher.num_classes} classes, manifest {source} {manifest.num_classes}")

@@ -6,13 +6,13 @@ from typing import Any
 
 from training.errors import ConfigError
 from training.stages.common import StageContext, is_rank_zero
-from training.stages.data import ensure_dataset
+from training.stages.data import ensure_dataset, validation_holdout
 
 __all__ = ["make_split"]
 
 
 def make_split(ctx: StageContext) -> dict[str, Any]:
-    from training.data.manifest import Manifest, make_imbalanced_split
+    from training.data.manifest import make_imbalanced_split, open_manifest
 
     opts = ctx.spec.options
     if opts.get("depth") is None or opts.get("segmentation") is None:
@@ -20,7 +20,11 @@ def make_split(ctx: StageContext) -> dict[str, Any]:
                           "'segmentation: M' (numbers of training frames with each label)")
     root = ensure_dataset(ctx.config, ctx.run)
     seed = ctx.config.seed if opts.get("seed") is None else int(opts["seed"])
-    manifest = make_imbalanced_split(Manifest.load(root / "manifest.json"), int(opts["depth"]),
+    full = open_manifest(root, ctx.config.data["manifest"])
+    held = validation_holdout(ctx.config, ctx.run)  # data.val_from_train frames stay out
+    full.samples = [e for e in full.samples
+                    if not (e.split == ctx.config.data["train_split"] and e.index in held)]
+    manifest = make_imbalanced_split(full, int(opts["depth"]),
                                      int(opts["segmentation"]), seed, normals=opts.get("normals"),
                                      split=ctx.config.data["train_split"])
     path = ctx.dir / "manifest.json"

@@ -28,6 +28,7 @@ from training.stages.data import (
     make_dataset,
     make_loader,
     manifest_path,
+    validation_holdout,
 )
 from training.stages.models import (
     MULTI_BACKBONE_ARCHS,
@@ -45,10 +46,10 @@ __all__ = ["pretrain_st", "assemble", "train_mbmt", "train_mt", "train_teacher",
 log = logging.getLogger(__name__)
 
 
-def _manifest_classes(path: Path) -> tuple[int, list[str]]:
-    from training.data.manifest import Manifest
+def _manifest_classes(root: Path, path: Path) -> tuple[int, list[str]]:
+    from training.data.manifest import open_manifest
 
-    manifest = Manifest.load(path)
+    manifest = open_manifest(root, path)
     return manifest.num_classes, list(manifest.class_names)
 
 
@@ -56,7 +57,7 @@ def _data_metadata(ctx: StageContext, root: Path, manifest: Path) -> dict[str, A
     """What an exported bundle needs to know about the data: input size and class names."""
     size = ctx.config.data["input_size"] or image_size(root, ctx.config.data["train_split"])
     return {"input_size": [int(size[0]), int(size[1])],
-            "class_names": _manifest_classes(manifest)[1], "data": str(root),
+            "class_names": _manifest_classes(root, manifest)[1], "data": str(root),
             "manifest": str(manifest)}
 
 
@@ -77,12 +78,20 @@ def train_model(ctx: StageContext, model_cfg: dict[str, Any] | None = None, *,
                              else ctx.spec.options.get("manifest"))
     if model is None:
         model = build_model(model_cfg)
-    check_num_classes(model.num_classes, _manifest_classes(manifest)[0],
+    check_num_classes(model.num_classes, _manifest_classes(root, manifest)[0],
                       f"the model of stage '{ctx.spec.name}'")
     data = ctx.config.data
-    train_ds = make_dataset(root, data["train_split"], manifest, data["input_size"],
-                            augment=bool(ctx.train["augment"]), keep=keep)
-    val_ds = make_dataset(root, data["val_split"], manifest, data["input_size"], keep=None)
+    held = validation_holdout(ctx.config, ctx.run)
+    if held:  # data.val_from_train: validate on held-out training frames, never on val_split
+        train_ds = make_dataset(root, data["train_split"], manifest, data["input_size"],
+                                augment=bool(ctx.train["augment"]),
+                                keep=lambda e: e.index not in held and (keep is None or keep(e)))
+        val_ds = make_dataset(root, data["train_split"], data["manifest"], data["input_size"],
+                              keep=lambda e: e.index in held and (keep is None or keep(e)))
+    else:
+        train_ds = make_dataset(root, data["train_split"], manifest, data["input_size"],
+                                augment=bool(ctx.train["augment"]), keep=keep)
+        val_ds = make_dataset(root, data["val_split"], manifest, data["input_size"], keep=None)
     train_loader = make_loader(train_ds, ctx.train, shuffle=True, seed=ctx.seed(seed_offset))
     val_loader = make_loader(val_ds, ctx.train, shuffle=False, seed=ctx.seed(seed_offset))
     module = MultiTaskModule(model, ctx.train, tasks=loss_tasks)

@@ -2,18 +2,22 @@
 
 On CUDA with ``precision="fp16"`` the TensorRT EP builds FP16 engines (cached beside the
 bundle under ``engines/ort_trt``); the CUDA EP runs ``model_fp16.onnx`` when the bundle has
-one. The CPU EP always runs ``model.onnx`` in FP32.
+one. The CPU EP runs ``model.onnx`` in FP32, or with ``precision="int8"`` the bundle's
+``model_int8.onnx`` (``mbmt-train quantize``) when it has one.
 """
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from mbmt_ros.runtime.bundle import INPUT_NAME, Bundle
-from mbmt_ros.runtime.cuda_device import device_count
+from mbmt_ros.runtime.cuda_device import device_count, workspace_bytes
+from mbmt_ros.runtime.engine_cache import cache_dir
 from mbmt_ros.runtime.errors import BackendError, BackendNotInstalledError
 from mbmt_ros.runtime.predictor import BundlePredictor
 
@@ -38,10 +42,32 @@ def availability(device: str) -> str | None:
     except BackendNotInstalledError:
         return "onnxruntime is not installed (pip install onnxruntime)"
     if device == "cuda":
-        if "CUDAExecutionProvider" not in ort.get_available_providers():
-            return "this onnxruntime has no CUDA execution provider (pip install onnxruntime-gpu)"
-        if device_count() == 0:
-            return "no CUDA GPU is visible"
+        return cuda_unavailable(ort.get_available_providers(), _visible_gpus())
+    return None
+
+
+_GPU_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider")
+
+
+def _visible_gpus() -> int | None:
+    """CUDA devices seen by cuda-python, or ``None`` when cuda-python is not installed (then
+    ONNX Runtime's own provider list decides: onnxruntime-gpu does not need cuda-python)."""
+    if importlib.util.find_spec("cuda") is None or importlib.util.find_spec(
+            "cuda.bindings") is None:
+        return None
+    return device_count()
+
+
+def cuda_unavailable(available: list[str], gpus: int | None) -> str | None:
+    """Why ONNX Runtime cannot run on CUDA here (``None``: it can), from the execution
+    providers this onnxruntime build offers; ``gpus`` (cuda-python's device count, ``None``
+    when unknown) can only veto. A session that still falls back to the CPU (no driver, CUDA
+    libraries missing) is detected after opening and reported as ``device="cpu"``."""
+    if not any(p in available for p in _GPU_PROVIDERS):
+        return "this onnxruntime has no CUDA/TensorRT execution provider (pip install " \
+               "onnxruntime-gpu, or the `gpu` extra)"
+    if gpus == 0:
+        return "no CUDA GPU is visible"
     return None
 
 
@@ -60,23 +86,46 @@ def session_options(num_threads: int | None = None) -> Any:
     return opts
 
 
-def _providers(bundle: Bundle, precision: str, device: str,
-               options: dict[str, Any]) -> tuple[list[Any], str]:
-    """Execution providers to request, and the model file to load."""
-    ort = _ort()
-    available = ort.get_available_providers()
+def tensorrt_ep_cache(bundle: Bundle, override: str | os.PathLike[str] | None = None) -> Path:
+    """Engine + timing cache folder of ONNX Runtime's TensorRT EP: ``override``, else
+    ``engines/ort_trt`` beside the bundle when writable, else the user's cache (read-only
+    bundles, e.g. installed under /opt) - the same rule as the TensorRT backend's engines."""
+    return Path(override) if override else cache_dir(bundle) / "ort_trt"
+
+
+def _providers(bundle: Bundle, precision: str, device: str, options: dict[str, Any],
+               available: list[str] | None = None) -> tuple[list[Any], str]:
+    """Execution providers to request, and the model file to load (``available``: the
+    providers of this onnxruntime build, asked when not given)."""
+    if available is None:
+        available = _ort().get_available_providers()
     model = bundle.model_path
     if device != "cuda":
+        if precision == "int8" and bundle.int8_model_path is not None:
+            model = bundle.int8_model_path  # QDQ graph of `mbmt-train quantize`
         return ["CPUExecutionProvider"], str(model)
     providers: list[Any] = []
     if "TensorrtExecutionProvider" in available and options.get("ort_tensorrt", True):
-        cache = os.fspath(options.get("engine_cache_dir") or bundle.engine_dir / "ort_trt")
-        providers.append(("TensorrtExecutionProvider", {
+        cache = os.fspath(tensorrt_ep_cache(bundle, options.get("engine_cache_dir")))
+        os.makedirs(cache, exist_ok=True)
+        height, width = bundle.input_size
+        batch = int(options.get("batch", 1))
+        low = 1 if options.get("dynamic_batch") else batch
+        trt_options = {
             "trt_fp16_enable": precision == "fp16",
             "trt_engine_cache_enable": True,
             "trt_engine_cache_path": cache,
             "trt_timing_cache_enable": True,
-        }))
+            "trt_timing_cache_path": cache,
+            # explicit profile: one engine for the bundle's fixed H x W, built at warm-up
+            "trt_profile_min_shapes": f"{INPUT_NAME}:{low}x{height}x{width}x3",
+            "trt_profile_opt_shapes": f"{INPUT_NAME}:{batch}x{height}x{width}x3",
+            "trt_profile_max_shapes": f"{INPUT_NAME}:{batch}x{height}x{width}x3",
+        }
+        workspace = workspace_bytes(options)
+        if workspace:
+            trt_options["trt_max_workspace_size"] = workspace
+        providers.append(("TensorrtExecutionProvider", trt_options))
     elif precision == "fp16" and bundle.fp16_model_path is not None:
         model = bundle.fp16_model_path
     providers += [("CUDAExecutionProvider", {"cudnn_conv_algo_search": "EXHAUSTIVE"}),
@@ -105,8 +154,10 @@ class _OrtRunner:
 
 def open(bundle: Bundle, precision: str = "fp32", device: str = "cpu",  # noqa: A001
          **options: Any) -> BundlePredictor:
-    """An ONNX Runtime predictor; options: ``num_threads``, ``engine_cache_dir``,
-    ``ort_tensorrt`` (False disables the TensorRT EP)."""
+    """An ONNX Runtime predictor; options: ``num_threads`` (CPU intra-op threads),
+    ``engine_cache_dir``, ``ort_tensorrt`` (False disables the TensorRT EP), ``batch`` /
+    ``dynamic_batch`` (the TensorRT EP's profile), ``workspace_mb``. ``.device``,
+    ``.precision`` and ``.provider`` report what the session actually runs."""
     ort = _ort()
     if device == "cuda" and availability("cuda") is not None:
         _log.warning("onnxruntime: CUDA requested but %s; running on the CPU",
@@ -124,13 +175,14 @@ def open(bundle: Bundle, precision: str = "fp32", device: str = "cpu",  # noqa: 
     if device == "cuda" and active[0] == "CPUExecutionProvider":
         device = "cpu"
     used_precision = "fp16" if device == "cuda" and precision == "fp16" and (
-        active[0] == "TensorrtExecutionProvider" or model.endswith("fp16.onnx")) else "fp32"
+        active[0] == "TensorrtExecutionProvider" or model.endswith("fp16.onnx")) else (
+        "int8" if model.endswith("int8.onnx") else "fp32")
     if used_precision != precision:
         _log.info("onnxruntime: %s requested, running %s on %s", precision, used_precision,
                   device)
     _log.info("onnxruntime: %s with providers %s", model, active)
     return BundlePredictor(bundle, _OrtRunner(session, bundle), backend="onnxruntime",
-                           precision=used_precision, device=device)
+                           precision=used_precision, device=device, provider=active[0])
 
 
 def _check_io(session: Any, bundle: Bundle, model: str) -> None:

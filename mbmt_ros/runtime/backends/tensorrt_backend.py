@@ -18,21 +18,32 @@ from typing import Any
 import numpy as np
 
 from mbmt_ros.runtime.bundle import INPUT_NAME, Bundle
-from mbmt_ros.runtime.cuda_device import check, cudart, device_count, gpu_info
-from mbmt_ros.runtime.errors import BackendError, BackendNotInstalledError
+from mbmt_ros.runtime.cuda_device import check, cudart, device_count, gpu_info, workspace_bytes
+from mbmt_ros.runtime.errors import (
+    BackendError,
+    BackendNotInstalledError,
+    InferenceOutOfMemoryError,
+)
 from mbmt_ros.runtime.predictor import BundlePredictor
 from mbmt_ros.runtime.processing import check_batch, resize_images
 from mbmt_ros.runtime.trt_build import (
     TENSORRT_INSTALL_HINT,
     BuildSettings,
     import_tensorrt,
+    is_out_of_memory,
     load_or_build_engine,
     make_logger,
 )
 
-__all__ = ["availability", "open", "TensorRTRunner"]
+__all__ = ["availability", "open", "TensorRTRunner", "UnusableEngine"]
 
 _log = logging.getLogger(__name__)
+
+
+class UnusableEngine(BackendError):
+    """A cached engine that passed the file checks but that TensorRT cannot use (cannot
+    deserialise, wrong tensors): rebuilt once. Out-of-memory is *not* this - a rebuild would
+    need even more memory - and stays an :class:`InferenceOutOfMemoryError`."""
 
 
 def availability(device: str) -> str | None:
@@ -67,18 +78,26 @@ class TensorRTRunner:
         self._runtime = trt.Runtime(logger)
         self._engine = self._runtime.deserialize_cuda_engine(payload)
         if self._engine is None:
-            raise BackendError("TensorRT could not deserialise the cached engine")
+            if is_out_of_memory(getattr(logger, "errors", [])):
+                raise InferenceOutOfMemoryError(
+                    "the GPU ran out of memory while loading the TensorRT engine; free GPU "
+                    "memory (stop other GPU processes) or lower the batch")
+            raise UnusableEngine("TensorRT could not deserialise the cached engine")
         self._context = self._engine.create_execution_context()
+        if self._context is None:  # TensorRT returns None when it cannot allocate it
+            raise InferenceOutOfMemoryError(
+                "TensorRT could not create an execution context (the GPU is out of memory); "
+                "free GPU memory, lower the batch, or limit the workspace")
         self.max_batch: int | None = settings.batch
         self._dynamic = settings.dynamic_batch
         self._names = [self._engine.get_tensor_name(i) for i in range(self._engine.num_io_tensors)]
         self._outputs = list(bundle.output_names)
         missing = sorted(set(self._outputs + [INPUT_NAME]) - set(self._names))
         if missing:
-            raise BackendError(f"the engine lacks the tensors {missing}; rebuild it "
-                               f"(`mbmt-engine build --force`)")
+            raise UnusableEngine(f"the engine lacks the tensors {missing}; rebuild it "
+                                 f"(`mbmt-engine build --force`)")
         height, width = bundle.input_size
-        self._context.set_input_shape(INPUT_NAME, (settings.batch, height, width, 3))
+        self._set_shape((settings.batch, height, width, 3))
         self._device_ptr: dict[str, int] = {}
         self._host: dict[str, np.ndarray] = {}
         self._host_ptr: dict[str, int] = {}
@@ -90,7 +109,10 @@ class TensorRTRunner:
                 self._device_ptr[name] = int(check(rt.cudaMalloc(nbytes), "cudaMalloc"))
                 self._host_ptr[name] = int(check(rt.cudaMallocHost(nbytes), "cudaMallocHost"))
                 self._host[name] = _pinned_view(self._host_ptr[name], shape, dtype)
-                self._context.set_tensor_address(name, self._device_ptr[name])
+                if not self._context.set_tensor_address(name, self._device_ptr[name]):
+                    raise BackendError(f"TensorRT refused the device address of tensor "
+                                       f"{name!r} (set_tensor_address returned False; see the "
+                                       f"TensorRT log)")
             self._stream = check(rt.cudaStreamCreateWithFlags(
                 rt.cudaStreamNonBlocking), "cudaStreamCreate")
         except Exception:
@@ -106,7 +128,7 @@ class TensorRTRunner:
         host_in[:count] = images
         batch = count if self._dynamic else self.max_batch
         if self._dynamic:
-            self._context.set_input_shape(INPUT_NAME, (count, *self._input_shape))
+            self._set_shape((count, *self._input_shape))
         self._copy(self._device_ptr[INPUT_NAME], self._host_ptr[INPUT_NAME],
                    host_in[:batch].nbytes, rt.cudaMemcpyKind.cudaMemcpyHostToDevice)
         if not self._context.execute_async_v3(int(self._stream)):
@@ -116,6 +138,14 @@ class TensorRTRunner:
                        rt.cudaMemcpyKind.cudaMemcpyDeviceToHost)
         check(rt.cudaStreamSynchronize(self._stream), "cudaStreamSynchronize")
         return {name: self._host[name][:count].copy() for name in self._outputs}
+
+    def _set_shape(self, shape: tuple[int, ...]) -> None:
+        """``set_input_shape`` returns False (it does not raise) for a shape outside the
+        engine's optimisation profile; running on would compute garbage."""
+        if not self._context.set_input_shape(INPUT_NAME, shape):
+            raise BackendError(f"TensorRT refused input shape {shape} for {INPUT_NAME!r} "
+                               f"(outside the engine's optimisation profile); rebuild the "
+                               f"engine with a matching --batch / --dynamic-batch")
 
     def _copy(self, dst: int, src: int, nbytes: int, kind: Any) -> None:
         check(self._rt.cudaMemcpyAsync(dst, src, nbytes, kind, self._stream), "cudaMemcpyAsync")
@@ -140,8 +170,10 @@ class TensorRTRunner:
 def open(bundle: Bundle, precision: str = "fp16", device: str = "cuda",  # noqa: A001
          **options: Any) -> BundlePredictor:
     """A TensorRT predictor. Options: ``batch`` (default 1), ``dynamic_batch`` (default
-    False), ``workspace_bytes``, ``strongly_typed``, ``engine_cache_dir``, ``rebuild``,
-    ``calibration_images`` (INT8), ``gpu`` (device index, default 0)."""
+    False), ``workspace_mb`` (builder workspace limit, default 1024 MiB - fits an 8 GB
+    Jetson; 0 = TensorRT's default) or ``workspace_bytes``, ``strongly_typed``,
+    ``engine_cache_dir``, ``rebuild``, ``calibration_images`` (INT8), ``gpu`` (device index,
+    default 0). Out of GPU memory raises :class:`InferenceOutOfMemoryError` (no rebuild)."""
     if device != "cuda":
         raise BackendError("the tensorrt backend needs device='cuda'; use onnxruntime or "
                            "torch on the CPU")
@@ -157,7 +189,7 @@ def open(bundle: Bundle, precision: str = "fp16", device: str = "cuda",  # noqa:
         calibration = resize_images(check_batch(calibration), bundle.input_size)
     settings = BuildSettings(precision=precision, batch=int(options.get("batch", 1)),
                              dynamic_batch=bool(options.get("dynamic_batch", False)),
-                             workspace_bytes=options.get("workspace_bytes"),
+                             workspace_bytes=workspace_bytes(options),
                              strongly_typed=options.get("strongly_typed"),
                              calibration_images=calibration)
     logger = make_logger(trt)
@@ -167,7 +199,7 @@ def open(bundle: Bundle, precision: str = "fp16", device: str = "cuda",  # noqa:
                                          rebuild=bool(options.get("rebuild", False)))
     try:
         runner = TensorRTRunner(trt, payload, bundle, settings, logger, gpu_index)
-    except BackendError as exc:
+    except UnusableEngine as exc:
         _log.warning("TensorRT: rebuilding %s because %s", path, exc)
         payload, path = load_or_build_engine(trt, bundle, settings, gpu, logger,
                                              options.get("engine_cache_dir"), rebuild=True)
@@ -175,4 +207,4 @@ def open(bundle: Bundle, precision: str = "fp16", device: str = "cuda",  # noqa:
     _log.info("tensorrt: %s engine %s on %s (sm %s), TensorRT %s", precision, path.name,
               gpu.name, gpu.compute_capability, trt.__version__)
     return BundlePredictor(bundle, runner, backend="tensorrt", precision=precision,
-                           device="cuda")
+                           device="cuda", provider=f"TensorRT {trt.__version__} {path.name}")

@@ -1,0 +1,224 @@
+"""OpenVINO backend: CPUs (x86 and ARM) and Intel GPUs, for robots without an NVIDIA GPU.
+
+Devices: ``cpu``, ``gpu`` (an Intel GPU) or ``auto`` (the GPU when OpenVINO sees one, else the
+CPU); ``cuda`` is not an OpenVINO device and runs on the CPU with a warning, as ONNX Runtime
+does without CUDA. Precisions: ``fp32``; ``bf16`` where the CPU has it (AVX-512 BF16 or AMX,
+read from OpenVINO's ``OPTIMIZATION_CAPABILITIES``; elsewhere fp32 runs); ``fp16`` on a GPU;
+``int8`` runs the bundle's ``model_int8.onnx`` (``mbmt-train quantize``; the rest of the graph
+in fp32, as measured there); ``auto`` = int8 when the bundle has it, else bf16 / fp16 where
+the hardware has it, else fp32. The predictor's ``.precision`` / ``.device`` report what the
+compiled model actually runs (OpenVINO's own view of it), never the request.
+
+Compiled models are cached by OpenVINO (``CACHE_DIR``) in ``<engine cache>/openvino`` - the
+bundle's ``engines/`` folder, or the per-user cache for read-only bundles - so a restart
+skips compilation. OpenVINO keys its cache by model, device, version and settings; a cache
+it cannot read is deleted and the model compiled again, never trusted. The shape is fixed
+to the bundle's input size and ``batch`` (default 1) images, which OpenVINO runs faster than
+a dynamic batch; the shared :class:`BundlePredictor` splits larger batches.
+"""
+from __future__ import annotations
+
+import functools
+import logging
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mbmt_ros.runtime.bundle import INPUT_NAME, Bundle
+from mbmt_ros.runtime.engine_cache import cache_dir
+from mbmt_ros.runtime.errors import BackendError, BackendNotInstalledError
+from mbmt_ros.runtime.predictor import BundlePredictor
+
+__all__ = ["availability", "open", "cpu_capabilities", "resolve_precision"]
+
+_log = logging.getLogger(__name__)
+_INSTALL = "OpenVINO is not installed: `pip install openvino` (or mbmt_ros[openvino])"
+#: Our precision name -> OpenVINO's inference precision hint.
+_HINTS = {"fp32": "f32", "bf16": "bf16", "fp16": "f16"}
+#: OpenVINO element type name (as the compiled model reports it) -> our precision name.
+_REPORTED = {"f32": "fp32", "bf16": "bf16", "f16": "fp16"}
+
+
+def _ov() -> Any:
+    try:
+        import openvino
+    except ImportError as exc:
+        raise BackendNotInstalledError(_INSTALL) from exc
+    return openvino
+
+
+@functools.lru_cache(maxsize=1)
+def _core() -> Any:
+    """One OpenVINO ``Core`` per process (creating one loads the device plugins)."""
+    return _ov().Core()
+
+
+def _gpu_visible() -> bool:
+    return any(d.split(".")[0] == "GPU" for d in _core().available_devices)
+
+
+def cpu_capabilities() -> tuple[str, ...]:
+    """OpenVINO's ``OPTIMIZATION_CAPABILITIES`` of the CPU (e.g. FP32, BF16, INT8, FP16)."""
+    return tuple(str(c) for c in _core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
+
+
+def availability(device: str) -> str | None:
+    try:
+        _ov()
+    except BackendNotInstalledError:
+        return "openvino is not installed (pip install openvino)"
+    if device == "cuda":
+        return "OpenVINO does not run on NVIDIA CUDA GPUs (use device cpu, gpu or auto)"
+    if device == "gpu" and not _gpu_visible():
+        return f"OpenVINO sees no Intel GPU (devices: {', '.join(_core().available_devices)})"
+    return None
+
+
+def _device(requested: str) -> str:
+    """OpenVINO device name for ``requested`` (falls back to the CPU with a warning)."""
+    if requested in ("gpu", "auto") and _gpu_visible():
+        return "GPU"
+    if requested in ("gpu", "cuda"):
+        _log.warning("openvino: device %s requested but %s; running on the CPU", requested,
+                     availability(requested))
+    return "CPU"
+
+
+def resolve_precision(requested: str, ov_device: str, has_int8: bool) -> str:
+    """The precision to try for ``requested`` on ``ov_device`` (``CPU``/``GPU``) given the
+    bundle and the hardware: ``auto`` -> int8 > bf16 (CPU) / fp16 (GPU) > fp32; an
+    unavailable one -> fp32 (logged)."""
+    caps = cpu_capabilities() if ov_device == "CPU" else ("FP32", "FP16", "INT8")
+    if requested == "auto":
+        if has_int8:
+            return "int8"
+        half = "bf16" if ov_device == "CPU" else "fp16"
+        return half if half.upper() in caps else "fp32"
+    if requested == "int8" and not has_int8:
+        _log.warning("openvino: int8 requested but the bundle has no model_int8.onnx (make one "
+                     "with `mbmt-train quantize`); running fp32")
+        return "fp32"
+    if requested in ("bf16", "fp16") and requested.upper() not in caps:
+        _log.warning("openvino: %s requested but the %s lacks it (capabilities %s); running "
+                     "fp32", requested, ov_device, list(caps))
+        return "fp32"
+    return requested
+
+
+class _OvRunner:
+    """Runs the compiled model with one infer request (the predictor serialises calls)."""
+
+    def __init__(self, compiled: Any, bundle: Bundle, batch: int) -> None:
+        self._request = compiled.create_infer_request()
+        self._outputs = list(bundle.output_names)
+        self._ports = {name: compiled.output(name) for name in self._outputs}
+        self.max_batch: int | None = batch
+        self._batch = batch
+        self._compiled = compiled
+
+    def run(self, images: np.ndarray) -> dict[str, np.ndarray]:
+        count = len(images)
+        if count < self._batch:  # static shape: pad the last, partial batch
+            pad = np.zeros((self._batch - count, *images.shape[1:]), images.dtype)
+            images = np.concatenate([images, pad])
+        self._request.infer({INPUT_NAME: np.ascontiguousarray(images)})
+        # copies: the request reuses its output buffers on the next call
+        return {name: np.array(self._request.get_tensor(port).data[:count])
+                for name, port in self._ports.items()}
+
+    def close(self) -> None:
+        self._request = None
+        self._compiled = None
+
+
+def _config(precision: str, ov_device: str, num_threads: int | None,
+            cache: Path | None) -> dict[str, Any]:
+    config: dict[str, Any] = {"PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": "1",
+                              # int8: the non-quantised rest of the graph in fp32, as measured
+                              "INFERENCE_PRECISION_HINT": _HINTS.get(precision, "f32")}
+    if ov_device == "CPU" and num_threads:
+        config["INFERENCE_NUM_THREADS"] = int(num_threads)
+    if cache is not None:
+        config["CACHE_DIR"] = str(cache)
+    return config
+
+
+def _compile(model: Any, ov_device: str, config: dict[str, Any]) -> Any:
+    try:
+        return _core().compile_model(model, ov_device, config)
+    except RuntimeError as exc:
+        cache = config.get("CACHE_DIR")
+        if cache is None:
+            raise
+        _log.warning("openvino: compiling with the cache %s failed (%s); clearing it and "
+                     "compiling again", cache, str(exc).splitlines()[0] if str(exc) else exc)
+        shutil.rmtree(cache, ignore_errors=True)
+        Path(cache).mkdir(parents=True, exist_ok=True)
+        return _core().compile_model(model, ov_device, config)
+
+
+def open(bundle: Bundle, precision: str = "fp32", device: str = "cpu",  # noqa: A001
+         **options: Any) -> BundlePredictor:
+    """An OpenVINO predictor; options: ``num_threads`` (CPU inference threads, default:
+    OpenVINO's choice), ``batch`` (images per inference, default 1), ``engine_cache_dir``
+    (the cache folder; ``openvino/`` is used inside it), ``model_cache`` (False: no cache)."""
+    ov = _ov()
+    ov_device = _device(device)
+    chosen = resolve_precision(precision, ov_device, bundle.int8_model_path is not None)
+    path = bundle.int8_model_path if chosen == "int8" else bundle.model_path
+    batch = int(options.get("batch") or 1)
+    cache = (cache_dir(bundle, options.get("engine_cache_dir")) / "openvino"
+             if options.get("model_cache", True) else None)
+    if cache is not None:
+        cache.mkdir(parents=True, exist_ok=True)
+    try:
+        model = _core().read_model(str(path))
+        _check_io(model, bundle, path)
+        model.reshape({INPUT_NAME: ov.PartialShape([batch, *bundle.input_size, 3])})
+        compiled = _compile(model, ov_device, _config(chosen, ov_device,
+                                                      options.get("num_threads"), cache))
+    except BackendError:
+        raise
+    except RuntimeError as exc:  # OpenVINO raises RuntimeError for unreadable / bad models
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise BackendError(f"OpenVINO cannot load {path} on {ov_device}: {first}; the file may "
+                           f"be corrupt - re-run `mbmt-train export`") from exc
+    used = _ran_precision(compiled, chosen)
+    ran_on = "gpu" if ov_device == "GPU" else "cpu"
+    if (used, ran_on) != (precision, device):
+        _log.info("openvino: %s on %s requested, running %s on %s", precision, device, used,
+                  ran_on)
+    _log.info("openvino: %s on %s, %s, %s inference threads, cache %s", path.name, ov_device,
+              used, _property(compiled, "INFERENCE_NUM_THREADS"), cache)
+    return BundlePredictor(bundle, _OvRunner(compiled, bundle, batch), backend="openvino",
+                           precision=used, device=ran_on)
+
+
+def _property(compiled: Any, name: str) -> Any:
+    """A property of the compiled model (what OpenVINO actually uses), None if unsupported."""
+    try:
+        return compiled.get_property(name)
+    except RuntimeError:
+        return None
+
+
+def _ran_precision(compiled: Any, chosen: str) -> str:
+    """What the compiled model runs: int8 for the INT8 graph, else its inference precision."""
+    if chosen == "int8":
+        return "int8"
+    hint = _property(compiled, "INFERENCE_PRECISION_HINT")
+    name = hint.get_type_name() if hasattr(hint, "get_type_name") else str(hint)
+    return _REPORTED.get(name, chosen)
+
+
+def _check_io(model: Any, bundle: Bundle, path: Path) -> None:
+    inputs = [sorted(i.get_names()) for i in model.inputs]
+    outputs = [sorted(o.get_names()) for o in model.outputs]
+    expected = list(bundle.output_names)
+    if (len(inputs) != 1 or INPUT_NAME not in inputs[0] or len(outputs) != len(expected)
+            or any(name not in names for name, names in zip(expected, outputs, strict=True))):
+        raise BackendError(f"{path} has inputs {inputs} and outputs {outputs}, but meta.json "
+                           f"promises [{INPUT_NAME!r}] and {list(bundle.output_names)}; the "
+                           f"bundle is inconsistent - re-run `mbmt-train export`")

@@ -1,0 +1,1 @@
+"""Labelling round trips: frame lists (``select`` output) and annotation-tool archives (CVAT)."""
