@@ -197,8 +197,8 @@ def run_study(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
     work = Path(args.work)
     shutil.rmtree(work, ignore_errors=True)
     out: dict[str, Any] = {
-        "command": "OMP_NUM_THREADS=1 .venv/bin/python benchmarks/active_learning.py "
-                   + " ".join(argv),
+        "command": " ".join(["OMP_NUM_THREADS=1 .venv/bin/python benchmarks/active_learning.py",
+                             *argv]),
         "commit": _commit(), "started": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "machine": {"cpus": __import__("os").cpu_count(), "platform": platform.platform(),
                     "python": platform.python_version()},
@@ -258,7 +258,7 @@ def markdown(res: dict[str, Any]) -> str:
         f"`benchmarks/results/active_learning.json` (commit `{res['commit']}`, started "
         f"{res['started']}, {res.get('elapsed_s', 0) / 60:.0f} min"
         + ("" if res.get("complete") else ", **incomplete run**") + f"). Command: "
-        f"`{res['command']}`.", "",
+        f"`{res['command'].strip()}`.", "",
         f"Pool: {s['scenes']} scenes x {s['duplicates']} near-duplicate frames = "
         f"{s['scenes'] * s['duplicates']} training frames at {s['size'][0]}x{s['size'][1]}, "
         f"{s['val']} validation frames; {s['initial']} labelled at the start, "
@@ -284,7 +284,23 @@ def markdown(res: dict[str, Any]) -> str:
         picked = [len(r["scenes"]) for r in rows if r["strategy"] == strat and r["round"] > 0]
         cells.append(f"{np.mean(picked):.1f} of {s['budget']}" if picked else "-")
         lines.append(f"| {strat} | " + " | ".join(cells) + " |")
+    lines += ["", verdict(by, strategies, seeds, rounds[-1])]
     return "\n".join(lines)
+
+
+def verdict(by: dict, strategies: list[str], seeds: list[int], last: int) -> str:
+    """One sentence on the last round: each strategy's paired difference to random, and
+    whether it beat random on every seed."""
+    parts = []
+    for strat in (s for s in strategies if s != "random"):
+        diff = [by[(strat, last, sd)]["miou"] - by[("random", last, sd)]["miou"]
+                for sd in seeds if (strat, last, sd) in by and ("random", last, sd) in by]
+        if diff:
+            wins = sum(d > 0 for d in diff)
+            parts.append(f"{strat} {np.mean(diff):+.2f} points (better on {wins} of "
+                         f"{len(diff)} seeds)")
+    return (f"After the last round (round {last}), vs random: " + "; ".join(parts) + ".")
+
 
 
 def render_doc(text: str, table: str) -> str:

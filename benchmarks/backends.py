@@ -5,6 +5,9 @@ Usage (from the repository root)::
 
     .venv/bin/python benchmarks/backends.py                 # paper MBMT config, writes docs
     .venv/bin/python benchmarks/backends.py --tiny --no-docs  # smoke run with a tiny model
+    .venv/bin/python benchmarks/backends.py --threads 1 2 --iters 8 --int8-frames 4 \
+        --accuracy-ckpt runs/tiny/mt --accuracy-data runs/tiny/data   # + CPU precision accuracy
+    .venv/bin/python benchmarks/backends.py --from-json     # rewrite the docs from the JSON
 
 The model is the paper's MBMT-Net (three EfficientNet-B2 backbones, concatenation fusion,
 two-way FPN, EfficientPS heads) with random weights - latency does not depend on the weights.
@@ -12,7 +15,17 @@ Each backend is measured in its own subprocess (clean peak-memory figures, no th
 left over from another backend) on the same bundle and the same input frame; GPU variants
 are also compared with the CPU FP32 outputs (segmentation agreement, depth / normal error).
 The table is written between the markers of the "Inference backends" section of
-``docs/benchmarks.md``; the raw figures go to ``benchmarks/results/backends.json``.
+``docs/benchmarks.md``; the raw figures go to ``benchmarks/results/backends.json``, and
+``--from-json`` regenerates the docs from them without measuring.
+
+CPUs without an NVIDIA GPU: OpenVINO FP32 / BF16 (where the CPU has it) / INT8 and ONNX Runtime
+INT8 rows are timed in the same interleaved groups as ONNX Runtime FP32 (INT8 graphs made by
+``mbmt-train quantize``'s code, calibrated on synthetic frames - the timing model has random
+weights). Their accuracy is measured on a *trained* model (``--accuracy-ckpt`` /
+``--accuracy-data``): segmentation agreement, depth difference and the mIoU / depth abs error
+deltas against ONNX Runtime FP32, checked against ``mbmt-train quantize``'s default limits. The
+CPU's features (lscpu: AVX-512 VNNI / BF16, AMX) head the table, and the CPU part is repeated
+between the ``cpu-precisions`` markers of ``docs/deployment.md``.
 """
 from __future__ import annotations
 
@@ -442,7 +455,7 @@ def _accuracy_lines(acc: dict[str, Any]) -> list[str]:
         lines.append(
             f"| {label} | {_pct(agree['segmentation_pct'], 2)} | "
             f"{_pct(agree['depth_mean_rel_diff_pct'], 3)} | "
-            f"{'-' if miou is None else f'{-miou:+.2f}'} | "
+            f"{'-' if miou is None else f'{0.0 - miou:+.2f}'} | "
             f"{'-' if depth is None else f'{depth:+.2f} %'} | "
             f"{'yes' if acc['within_default_limits'][label] else '**no**'} |")
     return lines
@@ -463,6 +476,37 @@ def write_doc(table: str) -> None:
     from mbmt_ros.io import atomic_write_text
 
     atomic_write_text(DOC, text)
+
+
+#: The CPU-precision figures also shown in docs/deployment.md (section 8), between these.
+DEPLOY_DOC = REPO / "docs" / "deployment.md"
+CPU_BEGIN, CPU_END = "<!-- cpu-precisions:begin -->", "<!-- cpu-precisions:end -->"
+
+
+def cpu_summary(results: list[dict[str, Any]], info: dict[str, Any],
+                acc: dict[str, Any] | None) -> str:
+    """The CPU features, the CPU speed-ups over ONNX Runtime FP32 and the accuracy table: the
+    part of the benchmark docs/deployment.md repeats (same JSON, same functions)."""
+    lines = [f"From `benchmarks/backends.py` ({info.get('measured_utc', '?')}, {info['cpu']}, "
+             f"{info['cpu_count']} logical CPUs, shared and loaded: only the side-by-side "
+             "ratios are meaningful; full table in [benchmarks.md](benchmarks.md)).", "",
+             *_cpu_lines(info), *_cpu_speedups(results, acc)]
+    if acc:
+        lines += _accuracy_lines(acc)
+    return "\n".join(lines) + "\n"
+
+
+def write_deploy_doc(summary: str) -> None:
+    """Replace the block between the cpu-precisions markers of docs/deployment.md (left
+    alone when the markers are missing)."""
+    text = DEPLOY_DOC.read_text(encoding="utf-8") if DEPLOY_DOC.is_file() else ""
+    if CPU_BEGIN not in text or CPU_END not in text:
+        return
+    head, rest = text.split(CPU_BEGIN, 1)
+    from mbmt_ros.io import atomic_write_text
+
+    atomic_write_text(DEPLOY_DOC, head + f"{CPU_BEGIN}\n{summary}{CPU_END}"
+                      + rest.split(CPU_END, 1)[1])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -505,6 +549,7 @@ def main(argv: list[str] | None = None) -> int:
         print(table)
         if not args.no_docs:
             write_doc(table)
+            write_deploy_doc(cpu_summary(raw["results"], raw["machine"], raw.get("accuracy")))
         return 0
 
     import torch
@@ -574,6 +619,7 @@ def main(argv: list[str] | None = None) -> int:
     print(table)
     if not args.no_docs:
         write_doc(table)
+        write_deploy_doc(cpu_summary(results, info, acc))
     return 0
 
 

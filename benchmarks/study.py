@@ -5,7 +5,7 @@ fixed here before any result was looked at.
 
 Usage (from the repository root)::
 
-    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/study.py                 # 3 seeds, cpu budget
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/study.py                 # 3 seeds, cpu30 budget
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/study.py --budget smoke --seeds 0 \\
         --out /tmp/study_smoke --work /tmp/study_smoke_runs               # a 1-seed smoke run
 
@@ -41,12 +41,15 @@ from typing import Any
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
-RESULTS = REPO / "benchmarks" / "results" / "study"
+RESULTS = REPO / "benchmarks" / "results" / "study_cpu30"
 
-#: The budgets (``--set`` overrides applied to both pipelines). ``cpu``: about 40 minutes for
-#: three seeds on a shared 2-core machine; ``smoke``: a minute or two per seed, to check the
-#: study runs end to end.
+#: The budgets (``--set`` overrides applied to both pipelines). ``cpu30``: the budget of the
+#: single-seed runs docs/results.md used to show (30 epochs, teacher 60), about 40 minutes
+#: for three seeds on a quiet 2-core machine; ``cpu``: a third of that (10 epochs, teacher 20:
+#: about 20 minutes), too short for the teacher to label anything at tau = 0.9; ``smoke``: a
+#: minute or two per seed, to check the study runs end to end.
 BUDGETS: dict[str, list[str]] = {
+    "cpu30": ["train.epochs=30", "stages.teacher.train.epochs=60", "train.num_threads=1"],
     "cpu": ["train.epochs=10", "stages.teacher.train.epochs=20", "train.num_threads=1"],
     "smoke": ["train.epochs=1", "stages.teacher.train.epochs=2", "train.num_threads=1",
               "train.batch_size=4", "data.synth.count=16", "data.synth.size=[32,64]",
@@ -256,6 +259,28 @@ def judge(comp: Comparison, records: list[dict[str, Any]]) -> dict[str, Any]:
             "pooled_std": pooled, "outcome": outcome, "verdict": verdict}
 
 
+#: prediction grids of the first seed copied into docs/results/ (stage -> file name)
+FIGURES = {"tiny/mbmt": "tiny_mbmt_val.png", "tiny/mt": "tiny_mt_val.png",
+           "tiny/ummt": "tiny_ummt_val.png", "tiny/ummt-ps": "tiny_ummt-ps_val.png",
+           "arch/mtinet": "tiny_architectures_mtinet_val.png",
+           "arch/mtunet": "tiny_architectures_mtunet_val.png",
+           "arch/ummt-ps": "tiny_architectures_ummt-ps_val.png"}
+
+
+def copy_figures(work: Path, seed: int, docs: Path = REPO / "docs" / "results") -> list[Path]:
+    """Copy the evaluate stage's validation grids of ``seed``'s runs into the docs folder."""
+    import shutil
+
+    copied = []
+    for row, name in FIGURES.items():
+        prefix, stage = row.split("/")
+        grid = work / f"seed{seed}" / prefix / stage / "plots" / "val.png"
+        if grid.is_file():
+            shutil.copyfile(grid, docs / name)
+            copied.append(docs / name)
+    return copied
+
+
 def load_records(folder: Path = RESULTS) -> list[dict[str, Any]]:
     """The seeds' raw records of a study folder, in seed order."""
     return sorted((_read(p) for p in folder.glob("seed*.json")), key=lambda r: r["seed"])
@@ -265,13 +290,21 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--budget", choices=sorted(BUDGETS), default="cpu")
-    parser.add_argument("--out", type=Path, default=RESULTS, help="raw JSON folder")
+    parser.add_argument("--budget", choices=sorted(BUDGETS), default="cpu30")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="raw JSON folder (default benchmarks/results/study_<budget>)")
     parser.add_argument("--work", type=Path, default=REPO / "runs" / "study",
                         help="run folders (resumable)")
+    parser.add_argument("--figures-only", action="store_true",
+                        help="only copy the first seed's prediction grids into docs/results/")
     args = parser.parse_args(argv)
+    if args.figures_only:
+        for path in copy_figures(args.work / args.budget, args.seeds[0]):
+            print(f"study: copied {path}")
+        return 0
     from mbmt_ros.io import atomic_write_json
 
+    args.out = args.out or RESULTS.parent / f"study_{args.budget}"
     args.out.mkdir(parents=True, exist_ok=True)
     prov = provenance(argv, args.budget)
     for seed in args.seeds:
@@ -282,6 +315,7 @@ def main(argv: list[str] | None = None) -> int:
         atomic_write_json(args.out / f"seed{seed}.json", record)
         print(f"study: seed {seed} done in {time.monotonic() - start:.0f} s -> "
               f"{args.out / f'seed{seed}.json'}", flush=True)
+    copy_figures(args.work / args.budget, args.seeds[0])
     records = [r for r in load_records(args.out) if r["seed"] in args.seeds]
     for comp in COMPARISONS:
         v = judge(comp, records)

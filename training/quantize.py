@@ -165,7 +165,7 @@ class _Frames:
         return {"image": self._images[self._next - 1:self._next]}
 
 
-def _stride(count: int, largest: int = 8) -> int:
+def _stride(count: int, largest: int = 4) -> int:
     """Frames per calibration stride: the largest divisor of ``count`` up to ``largest`` (ONNX
     Runtime keeps every intermediate tensor of a stride in memory - hundreds of MB per frame
     for the paper model - and needs the count to be a multiple of the stride)."""

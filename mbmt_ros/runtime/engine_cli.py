@@ -45,6 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="int8 only: .npy file of (N, H, W, 3) uint8 camera frames")
     build.add_argument("--force", action="store_true", help="rebuild even if a valid "
                                                             "engine is cached")
+    build.add_argument("--skip-check", action="store_true",
+                       help="do not run the static TensorRT-readiness check of the graphs")
     info = sub.add_parser("info", help="print the bundle's meta data and cached engines")
     info.add_argument("bundle", help="model bundle folder")
     info.add_argument("--engine-dir", help="engine cache folder (default BUNDLE/engines)")
@@ -65,6 +67,8 @@ def _build(args: argparse.Namespace) -> int:
     )
 
     bundle = Bundle.load(args.bundle, verify_checksums=True)
+    if not args.skip_check:
+        _check_graphs(bundle)
     trt = import_tensorrt()
     if device_count() == 0:
         raise BackendError("no CUDA GPU is visible: engines must be built on the GPU that "
@@ -85,6 +89,26 @@ def _build(args: argparse.Namespace) -> int:
                                    args.engine_dir, rebuild=args.force)
     print(f"engine ready: {path}")
     return 0
+
+
+def _check_graphs(bundle: Bundle) -> None:
+    """The static TensorRT-readiness check (needs the ``onnx`` package; skipped with a note
+    without it): a bundle exported by an older mbmt_ros (uint8 transposed before the cast)
+    is refused here with the fix, instead of TensorRT failing minutes into the build."""
+    import importlib.util
+
+    from mbmt_ros.runtime.errors import TensorRTReadinessError
+    from mbmt_ros.runtime.trt_readiness import assert_bundle_tensorrt_ready
+
+    if importlib.util.find_spec("onnx") is None:
+        logging.getLogger(__name__).info("onnx is not installed: TensorRT-readiness check "
+                                         "skipped (pip install onnx to run it)")
+        return
+    try:
+        assert_bundle_tensorrt_ready(bundle.path)
+    except TensorRTReadinessError as exc:
+        raise TensorRTReadinessError(f"{exc}. Re-export the bundle with this mbmt_ros "
+                                     f"(`mbmt-train export`), or pass --skip-check") from exc
 
 
 def _info(args: argparse.Namespace) -> int:

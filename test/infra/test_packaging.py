@@ -230,3 +230,15 @@ def test_pytest_without_torch_collects_cleanly_and_skips_with_a_reason(tmp_path)
                          cwd=ROOT, capture_output=True, text=True, timeout=600, env=env)
     assert run.returncode == 0, (run.stdout + run.stderr)[-4000:]
     assert " passed" in run.stdout
+
+
+def test_documented_config_paths_resolve_from_any_directory(tmp_path, monkeypatch):
+    from training.config import installed_config
+
+    monkeypatch.chdir(tmp_path)
+    tiny = (ROOT / "config" / "train" / "tiny.yaml").resolve()
+    for name in ("config/train/tiny.yaml", "tiny.yaml", "tiny"):
+        assert installed_config(Path(name)).resolve() == tiny
+    (tmp_path / "tiny.yaml").write_text("name: mine\n")  # a local file wins
+    assert installed_config(Path("tiny.yaml")) == Path("tiny.yaml")
+    assert installed_config(Path("nope.yaml")) == Path("nope.yaml")  # the error names it

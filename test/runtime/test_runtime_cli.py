@@ -83,3 +83,31 @@ def test_engine_build_without_tensorrt_fails_clearly(tiny_bundle_master: Path) -
     assert "Traceback" not in proc.stderr
     assert not (tiny_bundle_master / "engines").exists() or not any(
         (tiny_bundle_master / "engines").glob("*.engine"))
+
+
+def test_engine_build_refuses_a_bundle_tensorrt_cannot_build(tiny_bundle: Path, capsys) -> None:
+    """A bundle exported before the cast-first graph (uint8 image transposed, then cast) is
+    refused by the readiness check before TensorRT is even imported; --skip-check passes it."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    from mbmt_ros.runtime.bundle import sha256_file
+
+    nodes = [helper.make_node("Transpose", ["image"], ["t"], perm=[0, 3, 1, 2]),
+             helper.make_node("Cast", ["t"], ["depth"], to=TensorProto.FLOAT)]
+    graph = helper.make_graph(nodes, "old", [helper.make_tensor_value_info(
+        "image", TensorProto.UINT8, ["batch", 64, 96, 3])], [helper.make_tensor_value_info(
+            "depth", TensorProto.FLOAT, ["batch", 3, 64, 96])])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]),
+              str(tiny_bundle / "model.onnx"))
+    meta = json.loads((tiny_bundle / "meta.json").read_text())
+    meta["files"]["model.onnx"] = {"sha256": sha256_file(tiny_bundle / "model.onnx"),
+                                   "size": (tiny_bundle / "model.onnx").stat().st_size}
+    (tiny_bundle / "meta.json").write_text(json.dumps(meta))
+    assert engine_main(["build", str(tiny_bundle)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("mbmt-engine build: error:") and err.count("\n") == 1
+    assert "would not build with TensorRT" in err and "feeds Transpose" in err
+    assert "Re-export the bundle" in err
+    engine_main(["build", str(tiny_bundle), "--skip-check"])  # on to TensorRT itself
+    assert "would not build" not in capsys.readouterr().err

@@ -243,3 +243,23 @@ def test_export_errors_leave_no_archive(synth: Path, tmp_path: Path) -> None:
     err = one_line_error(mbmt_train("label-import", "--in", tmp_path / "x.zip", "--data", synth,
                                     check=False), "label-import")
     assert "not a zip archive" in err
+
+
+def test_the_loop_in_robot_md_uses_real_options() -> None:
+    """Every ``mbmt-train`` command of docs/robot.md step 8 parses with the real CLI."""
+    import re
+    import shlex
+
+    from training.cli import build_parser
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "robot.md").read_text()
+    loop = doc[doc.index("## 8."):]
+    commands = [" ".join(block.replace("\\\n", " ").split())
+                for block in re.findall(r"```bash\n(.*?)```", loop, re.S)]
+    lines = [ln.strip() for c in commands for ln in re.split(r"(?=mbmt-train )", c)
+             if ln.strip().startswith("mbmt-train ")]
+    used = {shlex.split(ln)[1] for ln in lines}
+    assert {"extract-bag", "select", "label-export", "label-import", "pipeline"} <= used
+    for line in lines:
+        argv = shlex.split(line.split(" ros2 ")[0].split(" rsync ")[0])[1:]
+        build_parser(argv[0]).parse_args(argv)  # exits (SystemExit) on an unknown option

@@ -25,15 +25,21 @@ TB = "test_efficientnet"
 #: config -> the --set overrides that make its networks tiny (its stages stay as they are)
 TINY = {
     "nyuv2_mbmt": [f"model.backbones=[{TB},{TB},{TB}]", *TINY_HEADS,
-                   f"stages.mt.model.backbone={TB}"],
+                   f"stages.mt.model.backbone={TB}", "stages.mt.model.pretrained=null",
+                   "stages.pretrain-st.model.pretrained=null"],
     "nyuv2_imbalanced": [f"model.backbone={TB}", *TINY_HEADS, "stages.split.depth=4",
+                         "model.pretrained=null", "stages.teacher.model.pretrained=null",
                          "stages.split.segmentation=2", "stages.pseudo.tau=0.0"],
     "nyuv2_imbalanced_mti_teacher": [
         f"model.backbone={TB}", "model.head_channels=8", "model.task_channels=8",
+        "model.pretrained=null", "stages.ummt.model.pretrained=null",
+        "stages.ummt-ps.model.pretrained=null",
         "stages.split.depth=4", "stages.split.segmentation=2", "stages.pseudo.tau=0.0",
         f"stages.ummt.model.backbones=[{TB}]", f"stages.ummt-ps.model.backbones=[{TB}]"],
-    "nyuv2_mtinet": [f"model.backbones=[{TB}]", *TINY_HEADS, "model.task_channels=8"],
+    "nyuv2_mtinet": [f"model.backbones=[{TB}]", *TINY_HEADS, "model.task_channels=8",
+                     "model.pretrained=null", "stages.pretrain-st.model.pretrained=null"],
     "nyuv2_mtunet": ["model.base_channels=4", f"stages.pretrain-st.model.backbone={TB}",
+                     "stages.pretrain-st.model.pretrained=null",
                      *TINY_HEADS],
 }
 BUDGET = ["train.epochs=1", "train.batch_size=2", "train.num_workers=0", "train.augment=false",
@@ -65,9 +71,9 @@ def assert_finished(config: str, run: Path) -> None:
 
 @pytest.fixture(scope="module")
 def mtan_nyuv2(tmp_path_factory) -> Path:
-    """8 synthetic scenes (6 train, 2 val) written exactly in MTAN's NYUv2 dtypes."""
+    """6 synthetic scenes (4 train, 2 val) written exactly in MTAN's NYUv2 dtypes."""
     return write_mtan_folder(tmp_path_factory.mktemp("mtan") / "nyuv2",
-                             synthetic_frames(8, 32, 40), n_val=2)
+                             synthetic_frames(6, 32, 40), n_val=2)
 
 
 def test_folder_is_mtan_as_downloaded(mtan_nyuv2):
@@ -98,7 +104,7 @@ def test_real_nyu_frames_with_a_validation_split_carved_from_train(shared_data, 
                              real_nyu_frames(shared_data, 10, 48, 64, tmp_path), n_val=2)
     run = tmp_path / "run"
     assert run_pipeline("nyuv2_imbalanced", data, run, "data.val_from_train=0.25",
-                        "stages.split.depth=5", "stages.split.segmentation=2") == 0
+                        "stages.split.depth=4", "stages.split.segmentation=2") == 0
     assert_finished("nyuv2_imbalanced", run)
     split = json.loads((run / "split" / "manifest.json").read_text())
     from training.data.manifest import Manifest, holdout_indices
@@ -106,7 +112,7 @@ def test_real_nyu_frames_with_a_validation_split_carved_from_train(shared_data, 
     held = holdout_indices(Manifest.from_layout(data), 0.25, 0, "train")
     assert len(held) == 2
     train = {s["index"] for s in split["samples"] if s["split"] == "train"}
-    assert len(train) == 5 and not train & held
+    assert len(train) == 4 and not train & held
     teacher = json.loads((run / "teacher" / "done.json").read_text())
     assert teacher["train_samples"] == 2  # the two frames with both labels, none held out
 
@@ -114,7 +120,7 @@ def test_real_nyu_frames_with_a_validation_split_carved_from_train(shared_data, 
 @pytest.mark.slow
 def test_cityscapes_copy_without_manifest(tmp_path):
     """MTAN's Cityscapes: label_7 (7 classes) and depth, no normals, no manifest."""
-    data = write_mtan_folder(tmp_path / "cityscapes", synthetic_frames(8, 32, 64), n_val=2,
+    data = write_mtan_folder(tmp_path / "cityscapes", synthetic_frames(6, 32, 64), n_val=2,
                              cityscapes=True)
     run = tmp_path / "run"
     assert run_pipeline("nyuv2_imbalanced", data, run, "model.num_classes=7") == 0

@@ -90,6 +90,7 @@ def test_deterministic_for_a_seed(synth: Path, bundle: Path, tmp_path: Path) -> 
     assert len(listed(tmp_path / "a")) == 4
 
 
+@pytest.mark.slow
 def test_extracted_bag_and_nyuv2_layout_without_manifest(synth: Path, bundle: Path,
                                                          tmp_path: Path) -> None:
     # extract-bag output: every frame lacks segmentation (no --labels), all are candidates

@@ -159,7 +159,7 @@ def write_task(out: str | Path, frames: Sequence[TaskFrame], class_names: Sequen
             if seg.shape != (h, w):
                 raise DataError(f"frame {frame.name}: pre-annotation is {seg.shape} but the "
                                 f"image is {h}x{w}")
-            values = np.where(seg < 0, 0, seg + 1)
+            values = np.where((seg < 0) | (seg >= len(class_names)), 0, seg + 1)  # void
             present = [v for v in np.unique(values) if v > 0]
             instances = np.zeros_like(values)
             for k, v in enumerate(present, 1):

@@ -101,8 +101,10 @@ def resolve_precision(requested: str, ov_device: str, has_int8: bool) -> str:
                      "with `mbmt-train quantize`); running fp32")
         return "fp32"
     if requested in ("bf16", "fp16") and requested.upper() not in caps:
-        _log.warning("openvino: %s requested but the %s lacks it (capabilities %s); running "
-                     "fp32", requested, ov_device, list(caps))
+        # fp16 is the node's default (a GPU setting): on a CPU without it fp32 is expected
+        (_log.info if requested == "fp16" else _log.warning)(
+            "openvino: %s requested but the %s lacks it (capabilities %s); running fp32",
+            requested, ov_device, list(caps))
         return "fp32"
     return requested
 
@@ -172,7 +174,12 @@ def open(bundle: Bundle, precision: str = "fp32", device: str = "cpu",  # noqa: 
     cache = (cache_dir(bundle, options.get("engine_cache_dir")) / "openvino"
              if options.get("model_cache", True) else None)
     if cache is not None:
-        cache.mkdir(parents=True, exist_ok=True)
+        try:
+            cache.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:  # an unwritable override: run, just without the cache
+            _log.warning("openvino: cannot create the model cache %s (%s); compiling without "
+                         "it", cache, exc)
+            cache = None
     try:
         model = _core().read_model(str(path))
         _check_io(model, bundle, path)
