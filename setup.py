@@ -37,6 +37,8 @@ setup(
         "gpu": ["onnxruntime-gpu", "cuda-bindings"],
         # CPU / Intel GPU runtime (robots without an NVIDIA GPU): backend openvino.
         "openvino": ["openvino"],
+        # The node's capture of uncertain frames (capture.enabled) on a robot without `train`.
+        "capture": ["rosbags"],
         # Everything the training module needs (workstation / CI).
         "train": [
             "torch",

@@ -7,10 +7,12 @@ dataset in the NYUv2 layout at 288x384 - written with MTAN's dtypes (float64 ima
 writes (uint8 images, int16 labels) - and the samples/s of a training step (forward,
 backward, Adam) of the tiny model (``config/train/model_tiny.yaml``) on the CPU::
 
-    .venv/bin/python benchmarks/data_loader.py                       # print the table
-    .venv/bin/python benchmarks/data_loader.py --markdown docs/benchmarks.md
+    .venv/bin/python benchmarks/data_loader.py     # -> benchmarks/results/data_loader.json
+    .venv/bin/python benchmarks/docs_tables.py     # -> the "Data loading" table of docs/benchmarks.md
 
-``--markdown`` replaces (or appends) the "Data loading" section of that file only.
+The raw figures (with the command and commit) go to ``--json``; :func:`render` turns them into
+the table that ``benchmarks/docs_tables.py`` writes between the ``generated:data-loading``
+markers of docs/benchmarks.md.
 The frames are synthetic (``training.data.synth``); file sizes and dtypes are those of NYUv2.
 """
 from __future__ import annotations
@@ -18,7 +20,6 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import re
 import sys
 import tempfile
 import time
@@ -98,15 +99,16 @@ def train_rate(size: tuple[int, int], batch_size: int, steps: int) -> float:
     return steps * batch_size / (time.perf_counter() - start)
 
 
-def markdown(rows: list[tuple[str, float]], train: float, args: argparse.Namespace,
-             workers: int) -> str:
-    lines = [SECTION, "",
-             f"`benchmarks/data_loader.py` on {platform.processor() or platform.machine()}, "
-             f"{os.cpu_count()} CPU cores, {args.count} frames at {args.size[0]}x{args.size[1]}, "
-             f"batch {args.batch_size}, default worker count = {workers} "
-             f"(`training.data.default_num_workers()`), training transform (random flip); "
-             f"1-minute load average {os.getloadavg()[0]:.1f} when the table was written "
-             "(other work on the machine lowers both figures).", "",
+def render(raw: dict) -> str:
+    """The "Data loading" table (and its setup line) from the raw JSON of :func:`main`."""
+    m, st = raw["machine"], raw["settings"]
+    rows, train = raw["rows"], raw["train_samples_per_s"]
+    lines = [f"`{raw['command']}` (commit `{raw['git_commit'][:12]}`, raw: "
+             f"`benchmarks/results/data_loader.json`) on {m['cpu']}, {m['cpu_count']} CPU cores, "
+             f"{st['count']} frames at {st['size'][0]}x{st['size'][1]}, batch {st['batch_size']}, "
+             f"default worker count = {st['workers']} (`training.data.default_num_workers()`), "
+             f"training transform (random flip); 1-minute load average {m['load_avg_1min']:.1f} "
+             "when measured (other work on the machine lowers both figures).", "",
              "| what | samples/s | vs training step |", "|---|---:|---:|"]
     for name, rate in rows:
         lines.append(f"| loader, {name} | {rate:.1f} | {rate / train:.1f}x |")
@@ -114,18 +116,8 @@ def markdown(rows: list[tuple[str, float]], train: float, args: argparse.Namespa
     verdict = "faster" if min(r for _, r in rows) > train else "SLOWER"
     lines += ["", f"Loading is {verdict} than the tiny model trains on the same CPU "
               "(loader workers and the training step compete for the same cores when run "
-              "together; figures are measured separately).", ""]
-    return "\n".join(lines)
-
-
-def write_section(path: Path, text: str) -> None:
-    from mbmt_ros.io import atomic_write_text
-
-    old = path.read_text(encoding="utf-8") if path.is_file() else "# Benchmarks\n"
-    pattern = re.compile(rf"^{re.escape(SECTION)}\n.*?(?=^## |\Z)", re.S | re.M)
-    new = pattern.sub(lambda _: text + "\n", old) if pattern.search(old) else \
-        old.rstrip("\n") + "\n\n" + text + "\n"
-    atomic_write_text(path, new)
+              "together; figures are measured separately)."]
+    return "\n".join(lines) + "\n"
 
 
 def main() -> int:
@@ -137,8 +129,10 @@ def main() -> int:
     parser.add_argument("--steps", type=int, default=5, help="timed training steps")
     parser.add_argument("--workers", type=int, default=None,
                         help="loader workers (default: the project default)")
-    parser.add_argument("--markdown", type=Path, help="write the section into this file")
-    args = parser.parse_args()
+    parser.add_argument("--json", type=Path, default=ROOT / "benchmarks" / "results" /
+                        "data_loader.json", help="raw results file")
+    argv = sys.argv[1:]
+    args = parser.parse_args(argv)
 
     from training.data import default_num_workers
 
@@ -151,14 +145,28 @@ def main() -> int:
             root = Path(tmp) / ("mtan" if mtan else "compact")
             write_dataset(root, args.count, size, mtan)
             rate = loader_rate(root, args.batch_size, args.epochs, workers)
-            rows.append((name, rate))
+            rows.append([name, rate])
             print(f"loader {name}: {rate:.1f} samples/s ({workers} workers)", flush=True)
     train = train_rate(size, args.batch_size, args.steps)
     print(f"tiny model training step: {train:.1f} samples/s", flush=True)
-    text = markdown(rows, train, args, workers)
-    print(text)
-    if args.markdown:
-        write_section(args.markdown, text)
+    import subprocess
+
+    from mbmt_ros.io import atomic_write_json
+
+    def git(*a: str) -> str:
+        return subprocess.run(["git", *a], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+
+    raw = {"command": " ".join(["benchmarks/data_loader.py", *argv]),
+           "git_commit": git("rev-parse", "HEAD") or "unknown",
+           "git_dirty": bool(git("status", "--porcelain", "--untracked-files=no")),
+           "date_utc": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+           "machine": {"cpu": platform.processor() or platform.machine(),
+                       "cpu_count": os.cpu_count(), "load_avg_1min": os.getloadavg()[0]},
+           "settings": {"count": args.count, "size": list(size), "batch_size": args.batch_size,
+                        "epochs": args.epochs, "steps": args.steps, "workers": workers},
+           "rows": rows, "train_samples_per_s": train}
+    atomic_write_json(args.json, raw)
+    print(render(raw))
     return 0
 
 

@@ -5,9 +5,11 @@ Every table this module owns sits in a docs page between ``<!-- generated:NAME b
 and the function that renders it. Nothing here is measured or retyped: the study tables come
 from ``benchmarks/results/study_<budget>/seed*.json`` (``benchmarks/study.py``: mean ± std over
 seeds, the verdicts by the rule fixed in that script), the model-size tables from
-``benchmarks/results/model_sizes.json`` (``benchmarks/model_sizes.py``). Tables written by
-other benchmark scripts keep their own markers and writers (``backends.py``,
-``node_latency.py``, ``node_soak.py``).
+``benchmarks/results/model_sizes.json`` (``benchmarks/model_sizes.py``), the data-loading
+table of docs/benchmarks.md from the JSON of ``data_loader.py`` (rendered by its ``render``).
+Tables written by other
+benchmark scripts keep their own markers and writers (``backends.py``, ``node_latency.py``,
+``node_soak.py``, ``active_learning.py``).
 
 Usage (from the repository root)::
 
@@ -35,8 +37,10 @@ if str(REPO) not in sys.path:
 
 import study  # noqa: E402  (benchmarks/study.py: the rule, comparisons and Delta_m)
 
-#: the study budget the docs show (the first one with raw results, in this order)
-STUDY_BUDGETS = ("cpu30", "cpu")
+#: the study budget docs/results.md shows (pinned, so that a new study folder never changes
+#: the page behind its prose's back: switch it when the new raw results are committed, then
+#: re-read the prose of docs/results.md against the regenerated tables)
+STUDY_BUDGET = "cpu"
 
 
 class DocsError(Exception):
@@ -104,12 +108,11 @@ def _has(record: dict[str, Any], key: str, column: str) -> bool:
 
 def study_records() -> tuple[str, list[dict[str, Any]]]:
     """(budget, records) of the study the docs show."""
-    for budget in STUDY_BUDGETS:
-        records = study.load_records(RESULTS / f"study_{budget}")
-        if len(records) >= 3:
-            return budget, records
-    raise DocsError("no study with 3 seeds under benchmarks/results/study_*/; run "
-                    "benchmarks/study.py")
+    records = study.load_records(RESULTS / f"study_{STUDY_BUDGET}")
+    if len(records) < 3:
+        raise DocsError(f"benchmarks/results/study_{STUDY_BUDGET}/ holds {len(records)} seed(s), "
+                        f"3 are needed; run benchmarks/study.py --budget {STUDY_BUDGET}")
+    return STUDY_BUDGET, records
 
 
 def study_setup() -> str:
@@ -263,6 +266,20 @@ def sizes_mtinet() -> str:
     return "\n".join(lines) + "\n"
 
 
+# ------------------------------------------------------------------------------ benchmarks
+
+def _from_script(module: str, raw_name: str) -> Callable[[], str]:
+    """A generator that renders ``benchmarks/results/<raw_name>`` with ``<module>.render``."""
+    def render() -> str:
+        import importlib
+
+        path = RESULTS / raw_name
+        if not path.is_file():
+            raise DocsError(f"{path} is missing; run benchmarks/{module}.py")
+        return importlib.import_module(module).render(json.loads(path.read_text()))
+    return render
+
+
 # ------------------------------------------------------------------------------ registry
 
 @dataclass(frozen=True)
@@ -281,6 +298,7 @@ GENERATORS: dict[str, Generator] = {
     "study-verdicts": Generator("results.md", study_verdicts),
     "model-sizes-mbmt": Generator("models.md", sizes_mbmt),
     "model-sizes-mtinet": Generator("models.md", sizes_mtinet),
+    "data-loading": Generator("benchmarks.md", _from_script("data_loader", "data_loader.json")),
 }
 
 

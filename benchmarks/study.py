@@ -296,7 +296,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work", type=Path, default=REPO / "runs" / "study",
                         help="run folders (resumable)")
     parser.add_argument("--figures-only", action="store_true",
-                        help="only copy the first seed's prediction grids into docs/results/")
+                        help="copy the first seed's prediction grids into docs/results/ "
+                             "(nothing else; do it for the study docs/results.md shows)")
     args = parser.parse_args(argv)
     if args.figures_only:
         for path in copy_figures(args.work / args.budget, args.seeds[0]):
@@ -315,7 +316,6 @@ def main(argv: list[str] | None = None) -> int:
         atomic_write_json(args.out / f"seed{seed}.json", record)
         print(f"study: seed {seed} done in {time.monotonic() - start:.0f} s -> "
               f"{args.out / f'seed{seed}.json'}", flush=True)
-    copy_figures(args.work / args.budget, args.seeds[0])
     records = [r for r in load_records(args.out) if r["seed"] in args.seeds]
     for comp in COMPARISONS:
         v = judge(comp, records)

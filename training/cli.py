@@ -52,6 +52,8 @@ def build_parser(selected: str | None = None) -> argparse.ArgumentParser:
         prog="mbmt-train", description="Train, evaluate and export MBMT-Net models."
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("-q", "--quiet", action="store_true",
+                        help="warnings and errors only; no progress bars")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, (_, help_text) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
@@ -70,6 +72,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         datefmt="%H:%M:%S",
     )
+    from training.console import quiet_console
+
+    # Lightning's chatter and expected warnings go to the log files only; -q: warnings and
+    # errors only on the console (the log files keep INFO) and no progress bars
+    quiet_console(level=logging.WARNING if args.quiet else None)
     module = _load(args.command)
     try:
         return int(module.run(args) or 0)

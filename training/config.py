@@ -13,9 +13,9 @@ error is one line naming the file - or the ``--set`` flag that supplied the valu
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from collections.abc import Callable
 from typing import Any
 
 import yaml

@@ -134,7 +134,8 @@ def imagenet_backbones(config: Any) -> list[str]:
                 names.append(cfg["backbone"])
             elif isinstance(cfg.get("backbones"), list):
                 marks = value if isinstance(value, list) else [value] * len(cfg["backbones"])
-                names += [n for n, v in zip(cfg["backbones"], marks) if v == IMAGENET]
+                names += [n for n, v in zip(cfg["backbones"], marks, strict=False)
+                          if v == IMAGENET]
     return list(dict.fromkeys(names))
 
 

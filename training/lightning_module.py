@@ -24,7 +24,7 @@ import lightning.pytorch as pl
 import torch
 import torch.nn.functional as F
 
-from mbmt_ros.tasks import DEPTH, SEGMENTATION
+from mbmt_ros.tasks import DEPTH, SEGMENTATION, TASKS
 from training.errors import ConfigError, TrainingError
 from training.losses import compute_losses
 from training.weighting import make_weighting
@@ -76,6 +76,8 @@ class MultiTaskModule(pl.LightningModule):
         #: the last training step's unweighted auxiliary (front-end-only) loss, or None
         self._aux_loss: torch.Tensor | None = None
         self._outputs: dict[str, torch.Tensor] = {}
+        #: the validation metrics of the running epoch (a training.metrics.MetricSuite)
+        self._val_metrics: Any = None
 
     def forward(self, *inputs: torch.Tensor) -> dict[str, torch.Tensor]:
         return self.model(*inputs)
@@ -157,8 +159,16 @@ class MultiTaskModule(pl.LightningModule):
         self._epoch_sums.clear()
         self._epoch_counts.clear()
 
+    def on_validation_epoch_start(self) -> None:
+        from training.metrics import MetricSuite
+
+        tasks = [t for t in TASKS if t in getattr(self.model, "tasks", ())]
+        self._val_metrics = MetricSuite(tasks, int(getattr(self.model, "num_classes", 13)))
+
     def validation_step(self, batch: Mapping[str, Any], batch_idx: int) -> None:
         losses = self._step_losses(batch)
+        if self._val_metrics is not None:
+            self._val_metrics.update_batch(self._outputs, batch)
         self._outputs = {}
         n = batch["image"].shape[0]
         for task, value in losses.items():
@@ -166,6 +176,25 @@ class MultiTaskModule(pl.LightningModule):
         if losses:
             total = torch.stack([v for v in losses.values()]).sum()
             self.log("val/loss", total, prog_bar=True, on_epoch=True, sync_dist=True, batch_size=n)
+
+    def on_validation_epoch_end(self) -> None:
+        """Log the epoch's validation metrics (:data:`training.curves.CURVE_METRICS`, pooled
+        over this process's validation pixels; under DDP the ranks' values are averaged) as
+        ``val/<task>/<metric>`` for TensorBoard, ``metrics.csv`` and the curves."""
+        from training.curves import CURVE_METRICS, metric_column
+
+        suite, self._val_metrics = self._val_metrics, None
+        if suite is None:
+            return
+        computed = suite.compute()
+        # every rank must log the same keys (each is an all-reduce): NaN where a rank saw no
+        # valid pixel; in one process, tasks without a valid pixel are left out
+        distributed = self._trainer is not None and self._trainer.world_size > 1
+        for task in suite.tasks:
+            for key in CURVE_METRICS[task]:
+                value = float(computed.get(task, {}).get(key, float("nan")))
+                if distributed or value == value:
+                    self.log(metric_column(task, key), value, sync_dist=True)
 
     def parameter_groups(self) -> list[dict[str, Any]]:
         """The optimiser's parameter groups: every trainable parameter at ``train.lr``, except

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from mbmt_ros.errors import MbmtError
 
-__all__ = ["ImageConversionError", "NodeParameterError", "ReplayError"]
+__all__ = ["ImageConversionError", "NodeParameterError", "ReplayError", "CaptureError"]
 
 
 class ImageConversionError(MbmtError, ValueError):
@@ -16,3 +16,7 @@ class NodeParameterError(MbmtError, ValueError):
 
 class ReplayError(MbmtError):
     """A bag cannot be replayed (missing file, no image topic, unknown topic)."""
+
+
+class CaptureError(MbmtError):
+    """Capturing frames is impossible (capture.dir not writable, rosbags not installed)."""

@@ -81,6 +81,18 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec("diagnostics_window", 1000, "Processed frames over which /diagnostics gives the p50/p99 of each timing segment.", 10, 100000),
     ParamSpec("release_on_deactivate", False, "Close the backend (free GPU memory) on deactivate, reopen on activate."),
     ParamSpec("autostart", True, "Configure and activate at start-up (false: wait for a lifecycle manager)."),
+    # capture of uncertain frames (mbmt_ros.ros.capture; docs/node.md "Capturing uncertain frames")
+    ParamSpec("capture.enabled", False, "Write frames the model is unsure about (and a baseline) to rosbag2 mcap segments in capture.dir."),
+    ParamSpec("capture.dir", "~/.ros/mbmt_capture", "Folder of the capture segments (one node per folder)."),
+    ParamSpec("capture.min_confidence", 0.5, "A pixel is uncertain when its segmentation confidence is below this.", 0.0, 1.0),
+    ParamSpec("capture.uncertain_fraction", 0.2, "Capture a frame when more than this fraction of its pixels is uncertain.", 0.0, 1.0),
+    ParamSpec("capture.every_s", 0.0, "Baseline: also capture one frame every this many seconds whatever its confidence (0 = none).", 0.0, 86400.0),
+    ParamSpec("capture.min_interval_s", 1.0, "Rate limit: at least this many seconds between two captured frames.", 0.0, 3600.0),
+    ParamSpec("capture.max_mb", 1024.0, "Disk budget of capture.dir in MB; when reached, capturing stops (nothing is overwritten).", 0.001, 1e7),
+    ParamSpec("capture.topics", None, "Extra topics written with each captured frame (nearest header stamp); unset = [depth, camera_info]."),
+    ParamSpec("capture.segment_frames", 100, "Frames per bag segment (a segment is closed and renamed into place when full).", 1, 100000),
+    ParamSpec("capture.segment_s", 30.0, "Longest time a segment stays open (a killed node loses at most this much).", 0.1, 3600.0),
+    ParamSpec("capture.queue_size", 8, "Frames waiting for the disk; a frame that finds the queue full is dropped and counted.", 1, 1000),
 )
 #: The table by name.
 SPECS: dict[str, ParamSpec] = {s.name: s for s in PARAMETERS}
@@ -115,6 +127,17 @@ class NodeParams:
     diagnostics_window: int
     release_on_deactivate: bool
     autostart: bool
+    capture_enabled: bool = False
+    capture_dir: str = "~/.ros/mbmt_capture"
+    capture_min_confidence: float = 0.5
+    capture_uncertain_fraction: float = 0.2
+    capture_every_s: float = 0.0
+    capture_min_interval_s: float = 1.0
+    capture_max_mb: float = 1024.0
+    capture_topics: tuple[str, ...] = ("depth", "camera_info")
+    capture_segment_frames: int = 100
+    capture_segment_s: float = 30.0
+    capture_queue_size: int = 8
 
 
 def coerce_value(name: str, value: Any) -> Any:
@@ -163,6 +186,17 @@ def _tasks(value: Any) -> tuple[str, ...]:
         raise NodeParameterError(f"parameter tasks={list(value)!r}: {exc}") from exc
 
 
+def _topic_list(value: Any) -> tuple[str, ...]:
+    """capture.topics: unset -> depth and camera_info; empty names are left out (``['']``:
+    the image alone)."""
+    if value is None:
+        return ("depth", "camera_info")
+    if not isinstance(value, (list, tuple)) or not all(isinstance(t, str) for t in value):
+        raise NodeParameterError(f"parameter capture.topics={value!r} must be a list of topic "
+                                 "names, e.g. [depth, camera_info]")
+    return tuple(t for t in value if t)
+
+
 def _palette(value: Any) -> Path | None:
     palette = str(value or "")
     if palette and not Path(palette).expanduser().is_file():
@@ -180,6 +214,8 @@ def check_value(name: str, value: Any) -> Any:
         return _bundle(value)
     if name == "tasks":
         return _tasks(value)
+    if name == "capture.topics":
+        return _topic_list(value)
     if name == "palette_file":
         return _palette(value)
     if spec.choices:

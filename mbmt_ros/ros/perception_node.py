@@ -43,6 +43,16 @@ from rclpy.publisher import Publisher
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 
 from mbmt_ros.errors import MbmtError
+from mbmt_ros.ros.capture import (
+    COMPRESSED,
+    IMAGE,
+    CaptureConfig,
+    CaptureMessage,
+    ExtraTopics,
+    FrameCapture,
+    prepare_directory,
+    topic_msgtype,
+)
 from mbmt_ros.ros.colorize import load_palette, palette_lut
 from mbmt_ros.ros.compressed import decode_compressed
 from mbmt_ros.ros.diagnostics import FrameStats, FrameTiming
@@ -156,6 +166,8 @@ class PerceptionNode(LifecycleNode):
         self._slot: LatestSlot[_Frame] | None = None
         self._worker: InferenceWorker[_Frame] | None = None
         self._camera_info: CameraInfo | None = None
+        self._capture: FrameCapture | None = None  # capture.* (mbmt_ros.ros.capture)
+        self._capture_extra: ExtraTopics | None = None
 
     # ------------------------------------------------------------------ lifecycle
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
@@ -167,6 +179,8 @@ class PerceptionNode(LifecycleNode):
                 raise NodeParameterError(next(iter(self._refused.values())))
             values = {spec.name: self.get_parameter(spec.name).value for spec in PARAMETERS}
             self.params = validate_params(values)
+            if self.params.capture_enabled:  # refuse an unusable capture.dir now, not at activate
+                prepare_directory(self.params.capture_dir)
             self._open_backend()
         except Exception as exc:  # a backend may raise anything (e.g. a CUDA error)
             detail = str(exc) if isinstance(exc, (MbmtError, ValueError)) else f"{type(exc).__name__}: {exc}"
@@ -355,6 +369,8 @@ class PerceptionNode(LifecycleNode):
         if p.pointcloud:
             self._inputs.append(self.create_subscription(
                 CameraInfo, "camera_info", self._on_camera_info, in_qos))
+        if p.capture_enabled:
+            self._start_capture(p)
         self._diag_timer = self.create_timer(p.diagnostics_period, self._publish_diagnostics)
         source = self.resolve_topic_name("image/compressed" if p.use_compressed else "image")
         self.get_logger().info(f"active: publishing {topics} from {source}")
@@ -366,6 +382,9 @@ class PerceptionNode(LifecycleNode):
         if self._worker is not None and not self._worker.stop():
             self.get_logger().warning("inference thread did not stop within 10 s")
         self._worker, self._slot = None, None
+        capture, self._capture, self._capture_extra = self._capture, None, None
+        if capture is not None and not capture.close():
+            self.get_logger().warning("capture thread did not finish within 10 s")
         if self._diag_timer is not None:
             self.destroy_timer(self._diag_timer)
             self._diag_timer = None
@@ -373,6 +392,39 @@ class PerceptionNode(LifecycleNode):
             if pub is not None:
                 self.destroy_publisher(pub)
         self._outputs, self._diag_pub = {}, None
+
+    def _start_capture(self, p: NodeParams) -> None:
+        """The capture writer thread and a raw (undecoded) subscription per extra topic."""
+        from rclpy.serialization import serialize_message
+
+        logger = self.get_logger()
+        qos = qos_profile(p.input_qos, max(p.input_depth, 5))
+        topics = [(self.resolve_topic_name(t), topic_msgtype(t), t) for t in p.capture_topics]
+        extra = ExtraTopics((full, msgtype) for full, msgtype, _ in topics)
+        types = {IMAGE: Image, COMPRESSED: CompressedImage, topic_msgtype("camera_info"): CameraInfo}
+        for full, msgtype, name in topics:
+            self._inputs.append(self.create_subscription(
+                types[msgtype], name,
+                lambda data, full=full: extra.put(full, data, self.get_clock().now().nanoseconds),
+                qos, raw=True))
+        self._capture_extra = extra
+        self._capture = FrameCapture(CaptureConfig.from_params(p), serialize_message,
+                                     logger.info, logger.warning)
+        logger.info(f"capturing uncertain frames to {self._capture.root} "
+                    f"(with {[full for full, _, _ in topics]})")
+
+    def _offer_capture(self, msg: Image | CompressedImage, prediction: dict[str, Any],
+                       stamp_ns: int) -> None:
+        """Inference thread: hand the frame to the capture if it is wanted (never blocks)."""
+        capture, extra = self._capture, self._capture_extra
+        if capture is None:
+            return
+        source = self.resolve_topic_name("image/compressed" if isinstance(msg, CompressedImage)
+                                         else "image")
+        msgtype = COMPRESSED if isinstance(msg, CompressedImage) else IMAGE
+        capture.offer(prediction.get("segmentation_confidence"), lambda: [
+            CaptureMessage(source, msgtype, stamp_ns, msg),
+            *(extra.nearest(stamp_ns) if extra is not None else [])])
 
     # ------------------------------------------------------------------ callbacks
     def _on_image(self, msg: Image | CompressedImage) -> None:
@@ -391,13 +443,14 @@ class PerceptionNode(LifecycleNode):
                                 throttle_duration_sec=_WARN_THROTTLE_S)
 
     def _process(self, frame: _Frame) -> None:
-        """Worker thread: if some output has a subscriber, decode, predict, publish the
-        outputs somebody listens to; each step is stamped (:class:`FrameTiming`)."""
+        """Worker thread: if some output has a subscriber (or capture is on), decode, predict,
+        publish the outputs somebody listens to, offer the frame to the capture; each step is
+        stamped (:class:`FrameTiming`)."""
         taken = time.monotonic_ns()
         msg, publishers = frame.msg, self._outputs
         predictor, options = self.predictor, self._options
         wanted = {t for t, pub in publishers.items() if pub.get_subscription_count() > 0}
-        if not wanted or predictor is None or options is None:
+        if (not wanted and self._capture is None) or predictor is None or options is None:
             self.stats.on_skipped()
             return
         try:
@@ -423,6 +476,7 @@ class PerceptionNode(LifecycleNode):
                              built, published)
         self.stats.on_processed((now_ns - (stamp_ns or frame.received_ns)) / 1e9,
                                 (predict_end - predict_start) / 1e9, timing)
+        self._offer_capture(msg, prediction, stamp_ns or frame.received_ns)  # after publishing
 
     def _intrinsics(self) -> Any:
         info = self._camera_info
@@ -444,8 +498,13 @@ class PerceptionNode(LifecycleNode):
                  "precision": str(getattr(predictor, "precision", "none")),
                  "device": str(getattr(predictor, "device", "none")),
                  "tasks": ",".join(self._tasks)}
+        capture = self._capture
+        if capture is not None:
+            extra.update(capture.values())
         status = FrameStats.to_status(self.stats.report(), f"{self.get_name()}: perception",
                                       self.get_fully_qualified_name(), extra)
+        if capture is not None and capture.state != "capturing" and status.level == status.OK:
+            status.level, status.message = status.WARN, f"capture: {capture.state}"
         msg = DiagnosticArray(status=[status])
         msg.header.stamp = self.get_clock().now().to_msg()
         pub.publish(msg)

@@ -46,7 +46,7 @@ RUNTIME_MODULES = {
     "tensorrt": None, "pycuda": None, "cuda": None,  # JetPack / NVIDIA, not rosdep
     "openvino": None, "torch": None, "safetensors": None,  # optional backends (pip extras)
     "onnx": None,  # export-time TensorRT-readiness check (train extra), not on the robot
-    "rosbags": None,  # mbmt-replay only; no rosdep key (see ALLOWED_KEYS)
+    "rosbags": None,  # mbmt-replay, the node's capture (pip extra); no rosdep key (see ALLOWED_KEYS)
 }
 
 

@@ -22,7 +22,7 @@ from mbmt_ros.errors import MbmtError  # noqa: E402
 from mbmt_ros.ros.compressed import decode_compressed  # noqa: E402
 from mbmt_ros.ros.errors import ImageConversionError, NodeParameterError  # noqa: E402
 from mbmt_ros.ros.image_conversions import image_to_numpy, to_rgb8  # noqa: E402
-from mbmt_ros.ros.params import PARAMETERS, NodeParams, validate_params  # noqa: E402
+from mbmt_ros.ros.params import PARAMETERS, NodeParams, field_name, validate_params  # noqa: E402
 from mbmt_ros.ros.pointcloud import intrinsics_from_camera_info  # noqa: E402
 
 SETTINGS = settings(max_examples=80, deadline=None,
@@ -120,9 +120,7 @@ def test_any_parameter_values_validate_or_raise_node_parameter_error(values: dic
     for spec in PARAMETERS:
         if spec.min is None:
             continue
-        attr = {"qos.input_depth": "input_depth", "qos.output_depth": "output_depth"}.get(
-            spec.name, spec.name)
-        value = getattr(params, attr)
+        value = getattr(params, field_name(spec.name))
         assert math.isfinite(value) and spec.min <= value <= spec.max, (spec.name, value)
 
 

@@ -88,10 +88,49 @@ def test_two_process_ddp_pipeline_with_synthetic_data_and_pseudo_labels(tmp_path
     assert sorted(p.name for p in run.iterdir()) == sorted(
         ["config.yaml", "data", "pipeline.log", "results.csv", "results.md", *STAGES])
     assert sorted(p.name for p in (run / "student").iterdir()) == [
-        "checkpoints", "done.json", "fingerprint.json", "logs", "metrics.json",
-        "model.safetensors", "plots"]
+        "checkpoints", "curves.png", "done.json", "fingerprint.json", "logs", "metrics.json",
+        "model.safetensors", "plots", "stage.log"]
+    # the validation metrics of both ranks reached rank 0's metrics.csv (all-reduced)
+    assert "val/segmentation/miou" in (run / "student" / "logs" / "metrics.csv").read_text()
     # both ranks trained: 9 frames split over 2 ranks (5 each), batch 2 -> 3 steps per rank
     # (a single process would take 5)
     assert load_resume_state(run / "student" / "checkpoints" / "last.ckpt")["global_step"] == 3
     student = load_model(run / "student" / "model.safetensors", expected_arch="mt")
     assert student.tasks == ("segmentation", "depth")
+
+
+RANK_VARIABLES = ("RANK", "LOCAL_RANK", "NODE_RANK", "GROUP_RANK", "WORLD_SIZE",
+                  "LOCAL_WORLD_SIZE", "TORCHELASTIC_RUN_ID", "SLURM_NTASKS", "SLURM_JOB_NAME",
+                  "SLURM_PROCID", "LSB_JOBID")
+
+
+@pytest.mark.parametrize(("variables", "expected"), [
+    ({}, (0, 4, "LightningEnvironment")),  # before its first fit: devices x num_nodes
+    # a process Lightning's launcher started: no RANK, the node's and its local rank
+    ({"LOCAL_RANK": "1", "NODE_RANK": "0", "WORLD_SIZE": "2"}, (1, 2, "LightningEnvironment")),
+    ({"LOCAL_RANK": "0", "NODE_RANK": "1", "WORLD_SIZE": "4"}, (2, 4, "LightningEnvironment")),
+    # torchrun
+    ({"RANK": "3", "LOCAL_RANK": "1", "GROUP_RANK": "1", "WORLD_SIZE": "4",
+      "LOCAL_WORLD_SIZE": "2", "TORCHELASTIC_RUN_ID": "x"}, (3, 4, "TorchElasticEnvironment")),
+])
+def test_ranks_as_lightning_sees_them(monkeypatch, variables, expected):
+    from training.distributed import is_rank_zero, rank_info
+
+    for name in RANK_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    for name, value in variables.items():
+        monkeypatch.setenv(name, value)
+    info = rank_info({"devices": 2, "num_nodes": 2})
+    assert (info.global_rank, info.world_size, info.launcher) == expected
+    assert is_rank_zero({"devices": 2, "num_nodes": 2}) == (expected[0] == 0)
+
+
+def test_lightning_launcher_across_nodes_is_refused_with_advice(monkeypatch):
+    from training.distributed import setup
+    from training.errors import ConfigError
+
+    for name in RANK_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("NODE_RANK", "1")
+    with pytest.raises(ConfigError, match="torchrun .* or srun"):
+        setup({"devices": 2, "num_nodes": 2})

@@ -81,6 +81,7 @@ def _evaluate_paths(args: argparse.Namespace) -> int:
             metrics, kept, predictor = evaluate_bundle(path, args.data, args.split, manifest,
                                                        args.samples)
             tasks, num_classes, kind = predictor.tasks, len(predictor.class_names), "bundle"
+            class_names = list(predictor.class_names)
         else:
             from mbmt_ros.models import load_model
             from training.stages.data import make_dataset
@@ -89,9 +90,11 @@ def _evaluate_paths(args: argparse.Namespace) -> int:
             dataset = make_dataset(args.data, args.split, manifest, args.input_size)
             metrics, kept = evaluate_model(model, dataset, args.batch_size, args.samples)
             tasks, num_classes, kind = model.tasks, model.num_classes, model.config.get("arch")
+            class_names = None
         atomic_write_json(out / "metrics.json", metrics)
         if kept:
             save_result_grid(out / f"{args.split}.png", kept, tasks, num_classes=num_classes,
+                             class_names=class_names,
                              title=f"{name} ({args.split})")
         rows.append(TableRow(name, metrics, f"{kind}: {path}"))
         print(f"{name}: {json.dumps(metrics)}")

@@ -38,6 +38,7 @@ from training.data.manifest import MANIFEST_NAME, Manifest, SampleEntry
 from training.data.sample import GT
 from training.errors import ConfigError, DataError
 from training.metrics import MetricSuite
+from training.progress import progress
 
 __all__ = ["add_arguments", "run", "score_folder", "read_prediction", "resolve_num_classes"]
 
@@ -144,7 +145,7 @@ def score_folder(pred_dir: str | Path, data_dir: str | Path, split: str = "val",
 
     tasks: tuple[str, ...] | None = None
     suite: MetricSuite | None = None
-    for index in indices:
+    for index in progress(indices, desc="score"):
         path = pred_dir / f"{index}.npz"
         pred = read_prediction(path)
         if tasks is None:

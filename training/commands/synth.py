@@ -29,9 +29,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from training.data.synth import write_synth_dataset
+    from training.progress import progress
 
-    out = write_synth_dataset(args.out, args.count, args.size[0], args.size[1], args.seed,
-                              val_fraction=args.val_fraction, bag=not args.no_bag,
-                              overwrite=args.overwrite, storage=args.storage)
+    with progress(desc="synth", total=args.count) as bar:
+        out = write_synth_dataset(args.out, args.count, args.size[0], args.size[1], args.seed,
+                                  val_fraction=args.val_fraction, bag=not args.no_bag,
+                                  overwrite=args.overwrite, storage=args.storage,
+                                  progress=lambda done, total: bar.update(done - bar.n))
     print(f"synthetic dataset written to {out}")
     return 0

@@ -33,6 +33,7 @@ from training.data.sample import GT, Provenance, Sample
 from training.data.transforms import _nearest
 from training.data.writer import open_dataset_writer
 from training.errors import DataError
+from training.progress import progress
 
 __all__ = ["ExtractReport", "pair_by_stamp", "extract_bag", "label_files"]
 
@@ -178,6 +179,7 @@ def extract_bag(bag: str | Path, out: str | Path, rgb_topic: str, depth_topic: s
             pending_rgb: dict[int, np.ndarray] = {}
             pending_depth: dict[int, np.ndarray] = {}
             size: tuple[int, int] | None = None
+            bar = progress(desc="extract-bag", total=len(pairs))
             for m in iter_messages(reader, {rgb_topic: (IMAGE, COMPRESSED),
                                             depth_topic: (IMAGE, COMPRESSED)}, str(bag)):
                 where = f"{bag} {m.topic} @ {m.stamp_ns}"
@@ -201,6 +203,8 @@ def extract_bag(bag: str | Path, out: str | Path, rgb_topic: str, depth_topic: s
                     writer.add(sample, split, rank[key])
                 else:  # held back for validation (--val-fraction)
                     writer.add(sample, "val", rank[key] - n_train)
+                bar.update()
+            bar.close()
             if camera is not None and size is not None:
                 if (camera.width, camera.height) != size:
                     camera = camera.scaled(*size)

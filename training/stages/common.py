@@ -2,7 +2,8 @@
 
 :func:`fit_model` is the one place a Trainer is built: mixed precision on CUDA, atomic
 ``weights_only`` checkpoints (``checkpoints/last.ckpt``, resumed automatically), TensorBoard
-logs under ``<stage>/logs``, progress bars, and DDP through whatever launcher started the
+logs and ``metrics.csv`` under ``<stage>/logs`` (losses and validation metrics per epoch,
+:mod:`training.metrics_log`) drawn as ``<stage>/curves.png`` (:mod:`training.curves`), progress bars, and DDP through whatever launcher started the
 process (``torchrun`` / Lightning) - ``train.devices`` / ``train.strategy`` / ``train.num_nodes``.
 Only global rank 0 writes final artefacts (``training.distributed``). Checkpoints carry the
 stage's fingerprint and ``last.ckpt`` is resumed only under the same fingerprint.
@@ -110,6 +111,10 @@ def fit_model(ctx: StageContext, module: Any, train_loader: Any, val_loader: Any
     from lightning.pytorch.loggers import TensorBoardLogger
 
     from training.checkpoint_io import SafeCheckpointIO, checkpoint_fingerprint
+    from training.console import quiet_console
+    from training.metrics_log import ResumableCSVLogger
+
+    quiet_console()  # Lightning is imported now: drop its own console handler (training.console)
 
     train = ctx.train
     base = ctx.dir / name if name else ctx.dir
@@ -119,6 +124,15 @@ def fit_model(ctx: StageContext, module: Any, train_loader: Any, val_loader: Any
     checkpoint = ModelCheckpoint(dirpath=ckpt_dir, filename="last", save_top_k=1,
                                  save_last=False, every_n_epochs=1,
                                  enable_version_counter=False)
+    resume = str(last) if last.is_file() else None
+    if resume and ctx.fingerprint is not None and checkpoint_fingerprint(last) != ctx.fingerprint:
+        log.warning("%s: not resuming %s: it was written under another config or other inputs "
+                    "(fingerprint); training afresh", ctx.spec.name, last)
+        resume = None
+    if resume:
+        log.info("%s: resuming from %s", ctx.spec.name, resume)
+    loggers = [TensorBoardLogger(str(base), name="logs", version="", default_hp_metric=False),
+               ResumableCSVLogger(base, name="logs", append=resume is not None)]
     trainer = pl.Trainer(
         max_epochs=int(train["epochs"]),
         max_steps=int(train["max_steps"]),
@@ -128,7 +142,7 @@ def fit_model(ctx: StageContext, module: Any, train_loader: Any, val_loader: Any
         strategy=resolve_strategy(train),
         precision=resolve_precision(train),
         default_root_dir=str(base),
-        logger=TensorBoardLogger(str(base), name="logs", version="", default_hp_metric=False),
+        logger=loggers,
         callbacks=[checkpoint, TQDMProgressBar(refresh_rate=max(1, len(train_loader) // 5))],
         plugins=[SafeCheckpointIO(fingerprint=ctx.fingerprint)],
         deterministic="warn" if train["deterministic"] else False,
@@ -139,19 +153,27 @@ def fit_model(ctx: StageContext, module: Any, train_loader: Any, val_loader: Any
         num_sanity_val_steps=0,
         enable_model_summary=False,
     )
-    resume = str(last) if last.is_file() else None
-    if resume and ctx.fingerprint is not None and checkpoint_fingerprint(last) != ctx.fingerprint:
-        log.warning("%s: not resuming %s: it was written under another config or other inputs "
-                    "(fingerprint); training afresh", ctx.spec.name, last)
-        resume = None
-    if resume:
-        log.info("%s: resuming from %s", ctx.spec.name, resume)
     trainer.fit(module, train_dataloaders=train_loader, val_dataloaders=val_loader,
                 ckpt_path=resume, weights_only=True)
+    if is_rank_zero():
+        _draw_curves(ctx, base, name)
     if trainer.interrupted:
         raise TrainingError(f"stage '{ctx.spec.name}' was interrupted; re-run it to resume "
                             f"from {last}")
     return trainer
+
+
+def _draw_curves(ctx: StageContext, base: Path, name: str | None) -> None:
+    """``<base>/curves.png`` from ``<base>/logs/metrics.csv`` (training.curves)."""
+    from training.curves import CURVES_FILE, save_curves
+    from training.metrics_log import METRICS_FILE
+
+    csv_path = base / "logs" / METRICS_FILE
+    if csv_path.is_file():
+        png = save_curves(csv_path, base / CURVES_FILE,
+                          title=f"{ctx.spec.name}/{name}" if name else ctx.spec.name)
+        if png is not None:
+            log.info("%s: training curves in %s", ctx.spec.name, png)
 
 
 def save_stage_model(path: Path, model: torch.nn.Module, ctx: StageContext,

@@ -19,6 +19,7 @@ import numpy as np
 from mbmt_ros.io import atomic_write_json, atomic_write_text
 from mbmt_ros.tasks import IMAGENET_MEAN, IMAGENET_STD, NORMALS, SEGMENTATION, TASKS
 from training.plots import save_result_grid
+from training.progress import progress
 from training.run_dir import DONE_FILE, MODEL_FILE, RunDir
 from training.stages.common import StageContext, is_rank_zero
 from training.stages.data import ensure_dataset, make_dataset
@@ -66,7 +67,8 @@ def evaluate_model(model: Any, dataset: Any, batch_size: int = 8, samples: int =
     suite = MetricSuite(model.tasks, model.num_classes)
     kept: list[dict[str, Any]] = []
     with torch.inference_mode():
-        for batch in DataLoader(dataset, batch_size=batch_size, shuffle=False):
+        for batch in progress(DataLoader(dataset, batch_size=batch_size, shuffle=False),
+                              desc="evaluate", unit="batch"):
             batch = {k: v.to(device) if hasattr(v, "to") else v for k, v in batch.items()}
             outputs = model(*model_inputs(model, batch))
             suite.update_batch(outputs, batch)
@@ -95,7 +97,7 @@ def evaluate_bundle(bundle: Path, root: Path, split: str, manifest: Path | None 
         layout = detect_layout(root)
         suite = MetricSuite(predictor.tasks, len(predictor.class_names))
         kept: list[dict[str, Any]] = []
-        for index in list_indices(layout, split):
+        for index in progress(list_indices(layout, split), desc=f"evaluate {bundle.name}"):
             sample = load_sample(layout, split, index)
             pred = predictor.predict(sample.rgb)
             gts = {t: getattr(sample, t) for t in predictor.tasks if getattr(sample, t) is not None}

@@ -24,6 +24,7 @@ import numpy as np
 from mbmt_ros.io import atomic_directory, atomic_write_json
 from mbmt_ros.tasks import IGNORE_INDEX, SEGMENTATION
 from training.errors import ConfigError, DataError
+from training.progress import progress
 from training.stages.common import StageContext, is_rank_zero
 from training.stages.data import ensure_dataset, make_dataset, manifest_path
 
@@ -109,7 +110,7 @@ def pseudo_label(ctx: StageContext) -> dict[str, Any]:
             ds = make_dataset(root, split, source, ctx.config.data["input_size"], keep=wanted)
             loader = DataLoader(ds, batch_size=int(ctx.train["batch_size"]), shuffle=False)
             with torch.inference_mode():
-                for batch in loader:
+                for batch in progress(loader, desc="pseudo-label", unit="batch"):
                     batch = {k: v.to(device) if hasattr(v, "to") else v for k, v in batch.items()}
                     logits = teacher(*model_inputs(teacher, batch))[task]
                     size = _label_size(root, split, batch["index"])
