@@ -40,7 +40,7 @@ from mbmt_ros.runtime.bundle import META_FILE, MODEL_INT8_FILE, Bundle, sha256_f
 from mbmt_ros.runtime.processing import resize_images
 from mbmt_ros.tasks import DEPTH, SEGMENTATION
 from training.data.layout import detect_layout, list_indices, read_image, sample_path
-from training.data.manifest import MANIFEST_NAME, Manifest
+from training.data.manifest import MANIFEST_NAME, open_manifest
 from training.errors import MbmtError
 
 __all__ = ["QuantizeError", "AccuracyLimitError", "Limits", "CALIBRATION_METHODS",
@@ -111,8 +111,7 @@ def quantize_bundle(bundle_dir: str | os.PathLike[str], data: str | os.PathLike[
     if "onnxruntime" not in backends:
         backends = ["onnxruntime", *backends]  # the FP32 reference is ONNX Runtime's
     data = Path(data)
-    manifest = Manifest.load(data / MANIFEST_NAME) if (data / MANIFEST_NAME).is_file() else None
-    layout = detect_layout(data, manifest.label_folder if manifest else None)
+    layout = detect_layout(data, open_manifest(data).label_folder)
     calib = evenly_spaced(list_indices(layout, calib_split, tasks=()), frames)
     val = evenly_spaced(list_indices(layout, val_split, tasks=()), val_frames)
     with tempfile.TemporaryDirectory(prefix="mbmt-quantize-") as tmp:
@@ -250,8 +249,8 @@ def measure_precisions(bundle: str | os.PathLike[str], data: str | os.PathLike[s
     from training.commands.score import score_folder
 
     data = Path(data)
-    manifest = Manifest.load(data / MANIFEST_NAME) if (data / MANIFEST_NAME).is_file() else None
-    layout = detect_layout(data, manifest.label_folder if manifest else None)
+    manifest = open_manifest(data)
+    layout = detect_layout(data, manifest.label_folder)
     indices = list_indices(layout, split, tasks=()) if indices is None else indices
     options = {"num_threads": num_threads} if num_threads else {}
     runs = {"fp32": open_predictor(bundle, backend="onnxruntime", precision="fp32",
@@ -280,7 +279,8 @@ def measure_precisions(bundle: str | os.PathLike[str], data: str | os.PathLike[s
         finally:
             for pred in runs.values():
                 pred.close()
-        classes = manifest.num_classes if manifest else len(runs["fp32"].class_names) or None
+        classes = (manifest.num_classes if (data / MANIFEST_NAME).is_file()
+                   else len(runs["fp32"].class_names) or None)
         scores = {label: score_folder(out / str(i), data, split, classes, only=indices)
                   for i, label in enumerate(runs)}
     report: dict[str, Any] = {"split": split, "frames": len(indices),

@@ -73,6 +73,8 @@ from mbmt_ros.ros.params import (
     validate_params,
 )
 from mbmt_ros.ros.pointcloud import intrinsics_from_camera_info
+from mbmt_ros.ros.topics import CAMERA_INFO, DIAGNOSTICS, IMAGE_COMPRESSED, NODE_NAME
+from mbmt_ros.ros.topics import IMAGE as IMAGE_TOPIC
 from mbmt_ros.tasks import DEPTH, default_palette
 
 __all__ = ["PerceptionNode", "PredictorFactory", "main"]
@@ -136,7 +138,7 @@ def _warm_up(predictor: Any) -> bool:
 class PerceptionNode(LifecycleNode):
     """See the module docstring. ``predictor_factory`` replaces ``open_predictor``."""
 
-    def __init__(self, node_name: str = "perception_node", *,
+    def __init__(self, node_name: str = NODE_NAME, *,
                  predictor_factory: PredictorFactory | None = None, **kwargs: Any) -> None:
         super().__init__(node_name, **kwargs)
         self._factory = predictor_factory or _default_factory
@@ -357,22 +359,22 @@ class PerceptionNode(LifecycleNode):
             topics.append(POINTS)
         self._outputs = {t: self.create_publisher(PointCloud2 if t == POINTS else Image, t, out_qos)
                             for t in topics}
-        self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self._diag_pub = self.create_publisher(DiagnosticArray, DIAGNOSTICS, 10)
         self.stats = FrameStats(window=p.diagnostics_window)
         self._slot = LatestSlot()
         self._worker = InferenceWorker(self._slot, self._process, self._on_worker_error)
         self._worker.start()
         # one transport: a camera publishing both would otherwise double the input
-        self._inputs = [self.create_subscription(CompressedImage, "image/compressed", self._on_image, in_qos)
+        self._inputs = [self.create_subscription(CompressedImage, IMAGE_COMPRESSED, self._on_image, in_qos)
                         if p.use_compressed else
-                        self.create_subscription(Image, "image", self._on_image, in_qos)]
+                        self.create_subscription(Image, IMAGE_TOPIC, self._on_image, in_qos)]
         if p.pointcloud:
             self._inputs.append(self.create_subscription(
-                CameraInfo, "camera_info", self._on_camera_info, in_qos))
+                CameraInfo, CAMERA_INFO, self._on_camera_info, in_qos))
         if p.capture_enabled:
             self._start_capture(p)
         self._diag_timer = self.create_timer(p.diagnostics_period, self._publish_diagnostics)
-        source = self.resolve_topic_name("image/compressed" if p.use_compressed else "image")
+        source = self.resolve_topic_name(IMAGE_COMPRESSED if p.use_compressed else IMAGE_TOPIC)
         self.get_logger().info(f"active: publishing {topics} from {source}")
 
     def _stop_io(self) -> None:
@@ -401,7 +403,7 @@ class PerceptionNode(LifecycleNode):
         qos = qos_profile(p.input_qos, max(p.input_depth, 5))
         topics = [(self.resolve_topic_name(t), topic_msgtype(t), t) for t in p.capture_topics]
         extra = ExtraTopics((full, msgtype) for full, msgtype, _ in topics)
-        types = {IMAGE: Image, COMPRESSED: CompressedImage, topic_msgtype("camera_info"): CameraInfo}
+        types = {IMAGE: Image, COMPRESSED: CompressedImage, topic_msgtype(CAMERA_INFO): CameraInfo}
         for full, msgtype, name in topics:
             self._inputs.append(self.create_subscription(
                 types[msgtype], name,
@@ -419,8 +421,8 @@ class PerceptionNode(LifecycleNode):
         capture, extra = self._capture, self._capture_extra
         if capture is None:
             return
-        source = self.resolve_topic_name("image/compressed" if isinstance(msg, CompressedImage)
-                                         else "image")
+        source = self.resolve_topic_name(IMAGE_COMPRESSED if isinstance(msg, CompressedImage)
+                                         else IMAGE_TOPIC)
         msgtype = COMPRESSED if isinstance(msg, CompressedImage) else IMAGE
         capture.offer(prediction.get("segmentation_confidence"), lambda: [
             CaptureMessage(source, msgtype, stamp_ns, msg),

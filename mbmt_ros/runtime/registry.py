@@ -94,10 +94,11 @@ def open_predictor(bundle_dir: str | os.PathLike[str] | Bundle, backend: str = "
                    precision: str = "fp16", device: str = "cuda", **options: Any) -> Predictor:
     """Open a :class:`Predictor` for a model bundle.
 
-    ``backend``: ``auto`` or a key of :data:`BACKENDS`. ``precision``: ``fp16``, ``fp32``
-    or ``int8`` (TensorRT 10.x only) - a backend that cannot honour it (e.g. any CPU backend
-    for fp16) runs fp32 and says so in ``predictor.precision``. ``device``: ``cuda`` or
-    ``cpu``. ``options`` go to the backend (``batch``, ``dynamic_batch``, ``compile``,
+    ``backend``: ``auto`` or a key of :data:`BACKENDS`. ``precision``: ``fp16``, ``fp32``,
+    ``int8`` (TensorRT, or OpenVINO with an INT8 bundle), ``bf16`` (OpenVINO) or ``auto`` - a
+    backend that cannot honour it (e.g. any CPU backend for fp16) runs fp32 and says so in
+    ``predictor.precision``. ``device``: ``cuda``, ``cpu``, ``gpu`` (an Intel GPU: OpenVINO
+    only, refused by the others) or ``auto``; ``predictor.device`` is where it really runs. ``options`` go to the backend (``batch``, ``dynamic_batch``, ``compile``,
     ``cuda_graphs``, ``engine_cache_dir``, ``num_threads``, ``workspace_mb`` ...; see
     docs/deployment.md). ``warmup=True`` runs one blank prediction before returning (or call
     ``predictor.warmup()`` yourself, e.g. in a node's configure).
@@ -118,6 +119,8 @@ def open_predictor(bundle_dir: str | os.PathLike[str] | Bundle, backend: str = "
         raise UnknownBackendError(f"unknown backend {backend!r}; choose 'auto' or one of "
                                   f"{sorted(BACKENDS)}")
     else:
+        if backend != "openvino":
+            precision, device = _nvidia_request(backend, precision, device)
         predictor = BACKENDS[backend].open(bundle, precision, device, **options)
     if warmup:
         _warm_up(predictor)
@@ -135,18 +138,41 @@ def _warm_up(predictor: Predictor) -> None:
               predictor.precision, getattr(predictor, "provider", predictor.backend), seconds)
 
 
+def _nvidia_request(backend: str, precision: str, device: str) -> tuple[str, str]:
+    """Map the OpenVINO-only values onto what TensorRT / ONNX Runtime / torch can honour:
+    device ``auto`` is ``cuda`` (each falls back to CPU and reports it), precision ``auto`` is
+    ``fp16`` and ``bf16`` is ``fp32`` (CPU runs report fp32). ``gpu`` (an Intel GPU) is refused
+    rather than silently run elsewhere."""
+    if device == "gpu":
+        raise BackendError(f"device 'gpu' means an Intel GPU, which only the openvino backend "
+                           f"drives; for backend {backend!r} use device cuda or cpu (or auto)")
+    wanted = (precision, device)
+    precision = {"auto": "fp16", "bf16": "fp32"}.get(precision, precision)
+    device = "cuda" if device == "auto" else device
+    if (precision, device) != wanted:
+        _log.info("%s: %s on %s requested, asking for %s on %s", backend, *wanted, precision,
+                  device)
+    return precision, device
+
+
 def _open_auto(bundle: Bundle, precision: str, device: str, options: dict[str, Any]) -> Predictor:
     passed: list[str] = []
     for name, dev in _AUTO_ORDER:
         if device == "cpu" and dev == "cuda":
             continue
+        if device == "gpu" and name != "openvino":
+            continue
+        if name == "openvino" and device == "gpu":
+            dev = "gpu"
         factory = BACKENDS.get(name)
         reason = factory.availability(dev) if factory is not None else "not registered"
         if reason is None:
             why = "; ".join(passed) if passed else "it is the first choice"
             _log.info("backend auto: using %s on %s (%s)", name, dev,
                       f"passed over: {why}" if passed else why)
-            return BACKENDS[name].open(bundle, precision, dev, **options)
+            if name == "openvino":
+                return BACKENDS[name].open(bundle, precision, dev, **options)
+            return BACKENDS[name].open(bundle, *_nvidia_request(name, precision, dev), **options)
         passed.append(f"{name}/{dev}: {reason}")
     raise BackendError("no inference backend is usable here: " + "; ".join(passed)
                        + ". Install onnxruntime (`pip install onnxruntime`) at least.")

@@ -24,12 +24,14 @@ def test_result_grids_colour_with_the_node_module() -> None:
     for name in ("colorize_segmentation", "colorize_depth", "colorize_normals"):
         assert getattr(plots, name) is getattr(colorize, name)
     ids = np.array([[0, 1], [-1, 20]])
-    panel = plots._draw("segmentation", ids, ids, [(1, 2, 3), (4, 5, 6)])
+    panel, span = plots._draw("segmentation", ids, ids, [(1, 2, 3), (4, 5, 6)])
     np.testing.assert_array_equal(panel, [[[1, 2, 3], [4, 5, 6]], [[0, 0, 0], [0, 0, 0]]])
+    assert span is None
     depth = np.array([[1.0, 3.0]])
-    np.testing.assert_array_equal(plots._draw("depth", depth, depth, []),
-                                  [colorize.DEPTH_COLORMAP[[255, 0]]])
+    panel, span = plots._draw("depth", depth, depth, [])
+    np.testing.assert_array_equal(panel, [colorize.DEPTH_COLORMAP[[255, 0]]])
+    assert span == (1.0, 3.0)  # the colour bar's range: the ground truth's
     normals = np.zeros((1, 2, 3), np.float32)
     normals[0, 0] = (0, 0, -1)
-    np.testing.assert_array_equal(plots._draw("normals", normals, normals, []),
-                                  [[[128, 128, 0], [0, 0, 0]]])
+    panel, _ = plots._draw("normals", normals, normals, [])
+    np.testing.assert_array_equal(panel, [[[128, 128, 0], [0, 0, 0]]])

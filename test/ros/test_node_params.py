@@ -144,7 +144,9 @@ def test_parameters_are_checked_on_every_set_and_cosmetic_ones_apply_live(harnes
         classes = np.frombuffer(ids.data, np.uint8).reshape(H, W)
         expected = lut[classes] if alpha_value == 1.0 else _rgb(stamp)
         np.testing.assert_array_equal(pixels, expected)
-    assert any("overlay_alpha=0.0 applies from the next frame" in m.msg for m in log.snapshot())
+    # /rosout is delivered asynchronously: wait for the line rather than race it
+    wait_for(lambda: any("overlay_alpha=0.0 applies from the next frame" in m.msg
+                         for m in log.snapshot()), timeout=10)
 
 
 def test_bad_start_up_value_keeps_the_node_up_until_it_is_set(harness_factory, tiny_bundle):

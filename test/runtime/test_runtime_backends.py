@@ -194,3 +194,19 @@ def test_runtime_with_onnxruntime_never_imports_torch(tiny_bundle_master: Path) 
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split()[0] == "False"
     assert proc.stdout.split()[1] in ("onnxruntime", "openvino")
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_openvino_only_values_are_reported_as_what_really_runs(backend: str,
+                                                               tiny_bundle_master: Path) -> None:
+    # an Intel GPU is OpenVINO's: another backend refuses rather than run elsewhere silently
+    with pytest.raises(BackendError, match="only the openvino backend"):
+        open_predictor(tiny_bundle_master, backend=backend, device="gpu")
+    # device auto / precision auto or bf16: the predictor states the device and precision used
+    for precision in ("auto", "bf16"):
+        with open_predictor(tiny_bundle_master, backend=backend, precision=precision,
+                            device="auto") as pred:
+            assert pred.device in ("cuda", "cpu")
+            assert pred.precision in (("fp16", "fp32") if pred.device == "cuda" else ("fp32",))
+            out = pred.predict(camera_image(*BUNDLE_SIZE))
+            assert out["segmentation"].shape == BUNDLE_SIZE

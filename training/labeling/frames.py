@@ -14,7 +14,7 @@ from pathlib import Path
 
 from mbmt_ros.io import atomic_write_text
 from training.data.layout import SPLITS
-from training.data.manifest import MANIFEST_NAME, Manifest, SampleEntry
+from training.data.manifest import Manifest, SampleEntry, open_manifest
 from training.errors import DataError
 
 __all__ = ["Frame", "load_manifest", "read_frame_list", "write_frame_list", "frame_names",
@@ -43,10 +43,7 @@ class Frame:
 def load_manifest(root: str | Path, manifest: str | Path | None = None) -> Manifest:
     """``manifest`` if given, else ``<root>/manifest.json``, else every file of the layout as
     ground truth (MTAN's NYUv2 copy comes without a manifest)."""
-    if manifest is not None:
-        return Manifest.load(manifest)
-    path = Path(root) / MANIFEST_NAME
-    return Manifest.load(path) if path.is_file() else Manifest.from_layout(root)
+    return open_manifest(root, manifest)
 
 
 def read_frame_list(path: str | Path) -> list[Frame]:

@@ -17,7 +17,7 @@ from mbmt_ros.io import atomic_write_json, atomic_write_text
 from mbmt_ros.tasks import DEPTH, SEGMENTATION
 from training.run_dir import DONE_FILE, MODEL_FILE
 from training.stages.common import StageContext, is_rank_zero
-from training.stages.data import ensure_dataset, make_dataset
+from training.stages.data import ensure_dataset, make_dataset, manifest_path
 from training.stages.models import stage_model_config
 
 __all__ = ["affinity", "AFFINITY_RUNS"]
@@ -56,8 +56,8 @@ def affinity(ctx: StageContext) -> dict[str, Any]:
     if not is_rank_zero():
         return {}
     root = ensure_dataset(ctx.config, ctx.run)
-    dataset = make_dataset(root, ctx.config.data["val_split"], root / "manifest.json",
-                           ctx.config.data["input_size"])
+    dataset = make_dataset(root, ctx.config.data["val_split"],
+                           manifest_path(ctx.config, ctx.run, None), ctx.config.data["input_size"])
     for sub in AFFINITY_RUNS:
         metrics, _ = evaluate_model(load_model(ctx.dir / sub / MODEL_FILE), dataset,
                                     int(ctx.train["batch_size"]), samples=0)

@@ -22,7 +22,7 @@ from training.plots import save_result_grid
 from training.progress import progress
 from training.run_dir import DONE_FILE, MODEL_FILE, RunDir
 from training.stages.common import StageContext, is_rank_zero
-from training.stages.data import ensure_dataset, make_dataset
+from training.stages.data import ensure_dataset, make_dataset, manifest_path
 from training.stages.fingerprint import evaluated_stages
 from training.tables import TableRow, csv_table, markdown_table
 
@@ -195,7 +195,7 @@ def evaluate(ctx: StageContext) -> dict[str, Any]:
         return {}
     opts = ctx.spec.options
     root = ensure_dataset(ctx.config, ctx.run)
-    manifest = root / "manifest.json"
+    manifest = manifest_path(ctx.config, ctx.run, None)  # data.manifest, else the dataset's
     split = opts.get("split") or ctx.config.data["val_split"]
     names = evaluated_stages(ctx.config, ctx.spec)  # its stages: or every earlier trained one
     rows: dict[str, TableRow] = {}
