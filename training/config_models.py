@@ -5,10 +5,12 @@ Each stage derives its own architecture config from the shared ``model:`` sectio
 architecture rejects used to surface at that stage - e.g. at ``assemble``, after the
 single-task nets had trained. Here the same derivation runs for every stage at load time and
 each result goes through the model registry's own check (:func:`resolve_model_config`:
-known keys, tasks, channel counts) and timm's list of model names for every backbone.
+known keys, tasks, channel counts), timm's list of model names for every backbone, and the
+architecture's builder itself on the meta device (enums such as ``fusion`` or ``neck``).
 """
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 from types import SimpleNamespace
 from typing import Any
@@ -37,25 +39,15 @@ def backbone_names(cfg: dict[str, Any]) -> list[tuple[str, str]]:
 def stage_model_configs(shared: dict[str, Any], spec: Any) -> list[dict[str, Any]]:
     """The ``build_model`` configs stage ``spec`` will build (empty for stages that build none),
     derived exactly as the stage does."""
-    from training.stages.models import (
-        TEACHER_ARCHS,
-        multitask_arch,
-        shared_backbones,
-        stage_model_config,
-    )
+    from training.stages.models import TEACHER_ARCHS, multitask_arch, stage_model_config
 
     if spec.kind not in _BUILDS:
         return []
     ctx = SimpleNamespace(config=SimpleNamespace(model=shared), spec=spec)
     if spec.kind == "pretrain-st":
-        out = []
-        for backbone in shared_backbones(shared):
-            cfg = stage_model_config(ctx, "st")
-            if "backbone" not in spec.model:
-                cfg["backbone"] = backbone
-            cfg.pop("backbones", None)
-            out.append(cfg)
-        return out
+        from training.stages.train import st_model_configs
+
+        return [cfg for _, cfg in st_model_configs(ctx)]
     if spec.kind in ("assemble", "train-mbmt"):
         return [stage_model_config(ctx, "mbmt")]
     if spec.kind in ("train-mt", "train-student"):
@@ -92,6 +84,7 @@ def check_models(shared: dict[str, Any], stages: Sequence[Any],
                               f"allowed: {sorted(allowed)} (see docs/models.md)")
     for key, name in backbone_names(shared):
         _check_backbone(timm, name, at(f"model.{key}"))
+    built: set[str] = set()
     for spec in stages:
         for cfg in stage_model_configs(shared, spec):
             def full(key: str, spec: Any = spec) -> str:
@@ -109,9 +102,28 @@ def check_models(shared: dict[str, Any], stages: Sequence[Any],
             for key, name in backbone_names(cfg):
                 _check_backbone(timm, name, full(key))
             try:
-                resolve_model_config(cfg)
-            except ModelConfigError as exc:
-                raise ConfigError(f"{full('arch')}: stage '{spec.name}': {exc}") from None
+                _build_on_meta(resolve_model_config(cfg), built)
+            except ModelConfigError as exc:  # name the key the builder refused, if it says
+                named = re.search(r"\bmodel\.(\w+)", str(exc))
+                key = named.group(1) if named and named.group(1) in cfg else "arch"
+                raise ConfigError(f"{full(key)}: stage '{spec.name}': {exc}") from None
+
+
+def _build_on_meta(cfg: dict[str, Any], built: set[str]) -> None:
+    """Run the architecture's own builder - every check it makes (fusion, neck, channel
+    lists, ...) - on PyTorch's meta device: no memory, no weights read, no download."""
+    import json
+
+    import torch
+
+    from mbmt_ros.models.factory import build_model
+
+    key = json.dumps(cfg, sort_keys=True, default=str)
+    if key in built:
+        return
+    with torch.device("meta"):
+        build_model(cfg, load_weights=False)
+    built.add(key)
 
 
 def _check_backbone(timm: Any, name: Any, where: str) -> None:

@@ -80,8 +80,10 @@ def test_parameters_are_checked_on_every_set_and_cosmetic_ones_apply_live(harnes
     from rcl_interfaces.msg import ParameterType
     from sensor_msgs.msg import Image
 
+    # its own node name: /rosout log routing is keyed by logger name, process-wide
     h = harness_factory({"bundle": str(tiny_bundle), **CPU, "tasks": ["segmentation"],
-                         "qos.input": "reliable", "overlay_alpha": 1.0})
+                         "qos.input": "reliable", "overlay_alpha": 1.0},
+                        node_name="params_perception")
     assert h.node.autostart(), h.node.transition_error
     log = _rosout(h)
     colour = h.subscribe(Image, f"{h.prefix}/segmentation/color")

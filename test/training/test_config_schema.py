@@ -38,6 +38,9 @@ def parse_with(item: str, config: Path = MBMT):
     ("train.augment=maybe", "train.augment", "valid boolean"),
     ("data.val_from_train=1.5", "data.val_from_train", "less than 1"),
     ("stages.evaluate.samples=-2", "stages.evaluate.samples", "greater than or equal to 0"),
+    # values only the architecture's builder knows (run on the meta device at load)
+    ("model.fusion=bogus", "model.fusion", "unknown model.fusion 'bogus'"),
+    ("stages.mt.model.num_classes=0", "stages.mt.model.num_classes", "integer >= 1"),
 ])
 def test_bad_values_name_the_flag_and_key(item, key, reason):
     with pytest.raises(ConfigError) as info:
@@ -45,6 +48,13 @@ def test_bad_values_name_the_flag_and_key(item, key, reason):
     message = str(info.value)
     assert message.startswith(f"--set {item}: {key}: ") and reason in message
     assert "\n" not in message
+
+
+def test_mtinet_neck_is_checked_at_load():
+    arch = REPO / "config" / "train" / "nyuv2_mtinet.yaml"
+    with pytest.raises(ConfigError, match=r"^--set model.neck=bogus: model.neck: .*unknown "
+                                          r"model.neck 'bogus'"):
+        parse_with("model.neck=bogus", arch)
 
 
 def test_model_typo_in_an_mbmt_file_is_caught_at_load_not_at_assemble(tmp_path):

@@ -119,23 +119,32 @@ def _st_tasks(ctx: StageContext) -> list[str]:
     return [t for t in TASKS if t in tasks]
 
 
+def st_model_configs(ctx: Any) -> list[tuple[str, dict[str, Any]]]:
+    """``(task, model config)`` of each single-task net ``pretrain-st`` trains: task *k* uses
+    the shared section's backbone *k* unless the stage names its own ``backbone``."""
+    shared_tasks = ctx.config.model.get("tasks") or list(TASKS)
+    backbones = shared_backbones(ctx.config.model)
+    out = []
+    for i, task in enumerate(_st_tasks(ctx)):
+        k = shared_tasks.index(task) if task in shared_tasks else i
+        cfg = stage_model_config(ctx, "st", tasks=[task])
+        if "backbone" not in ctx.spec.model:
+            cfg["backbone"] = backbones[k % len(backbones)]
+        cfg.pop("backbones", None)
+        out.append((task, cfg))
+    return out
+
+
 def pretrain_st(ctx: StageContext) -> dict[str, Any]:
     """One single-task net per task, each backbone + head trained fully, in ``<stage>/<task>/``."""
     from mbmt_ros.io import atomic_write_json
 
-    shared_tasks = ctx.config.model.get("tasks") or list(TASKS)
-    backbones = shared_backbones(ctx.config.model)
     models: dict[str, str] = {}
-    for i, task in enumerate(_st_tasks(ctx)):
+    for i, (task, cfg) in enumerate(st_model_configs(ctx)):
         sub = ctx.dir / task
-        k = shared_tasks.index(task) if task in shared_tasks else i
         if (sub / DONE_FILE).is_file() and (sub / MODEL_FILE).is_file():
             log.info("%s/%s: already trained, skipping", ctx.spec.name, task)
         else:
-            cfg = stage_model_config(ctx, "st", tasks=[task])
-            if "backbone" not in ctx.spec.model:
-                cfg["backbone"] = backbones[k % len(backbones)]
-            cfg.pop("backbones", None)
             info = train_model(ctx, cfg, out_dir=sub, name=task,
                                keep=lambda e, t=task: e.has(t), seed_offset=i)
             if is_rank_zero():
