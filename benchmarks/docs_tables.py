@@ -6,10 +6,11 @@ and the function that renders it. Nothing here is measured or retyped: the study
 from ``benchmarks/results/study_<budget>/seed*.json`` (``benchmarks/study.py``: mean ± std over
 seeds, the verdicts by the rule fixed in that script), the model-size tables from
 ``benchmarks/results/model_sizes.json`` (``benchmarks/model_sizes.py``), the data-loading
-table of docs/benchmarks.md from the JSON of ``data_loader.py`` (rendered by its ``render``).
-Tables written by other
-benchmark scripts keep their own markers and writers (``backends.py``, ``node_latency.py``,
-``node_soak.py``, ``active_learning.py``).
+and training tables of docs/benchmarks.md from the JSON of ``data_loader.py`` and
+``frozen_vs_unfrozen.py`` (each rendered by the script's ``render``). Tables written by other benchmark scripts keep
+their own markers and writers (``backends.py``, ``node_latency.py``, ``node_soak.py``,
+``active_learning.py``; test/infra/test_docs_tables.py and the scripts' own tests compare
+them with their JSON).
 
 Usage (from the repository root)::
 
@@ -299,6 +300,8 @@ GENERATORS: dict[str, Generator] = {
     "model-sizes-mbmt": Generator("models.md", sizes_mbmt),
     "model-sizes-mtinet": Generator("models.md", sizes_mtinet),
     "data-loading": Generator("benchmarks.md", _from_script("data_loader", "data_loader.json")),
+    "training-frozen": Generator("benchmarks.md",
+                                 _from_script("frozen_vs_unfrozen", "frozen_vs_unfrozen.json")),
 }
 
 

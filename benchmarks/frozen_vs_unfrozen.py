@@ -3,11 +3,15 @@
 Measures, for each variant in its own child process (so peak memory is not shared): time per
 training step and per epoch (NYUv2: 795 training frames), and peak memory - CUDA
 ``max_memory_allocated`` on GPU, the process's peak RSS on CPU. Random inputs and labels, no data
-loading, the same loss / weighting / optimiser as the training stages. Writes the table into
-the "Training" section of docs/benchmarks.md (other sections are left alone).
+loading, the same loss / weighting / optimiser as the training stages. The raw figures (with
+the settings, machine, commit and command) go to ``--json``; :func:`render` turns them into the
+table ``benchmarks/docs_tables.py`` writes between the ``generated:training-frozen`` markers of
+docs/benchmarks.md (this script rewrites that block too, unless ``--no-docs``)::
 
-    .venv/bin/python benchmarks/frozen_vs_unfrozen.py                       # paper model
-    .venv/bin/python benchmarks/frozen_vs_unfrozen.py --input-size 144 192 --batch 4 --steps 4
+    .venv/bin/python benchmarks/frozen_vs_unfrozen.py                       # paper size
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/frozen_vs_unfrozen.py \\
+        --input-size 144 192 --batch 4 --steps 3 --threads 1               # a small CPU run
+    .venv/bin/python benchmarks/docs_tables.py --check                     # docs vs the JSON
 """
 from __future__ import annotations
 
@@ -15,14 +19,19 @@ import argparse
 import json
 import os
 import platform
-import re
+import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+RAW = REPO / "benchmarks" / "results" / "frozen_vs_unfrozen.json"
+DOC = REPO / "docs" / "benchmarks.md"
+MARKER = "training-frozen"  # benchmarks/docs_tables.py GENERATORS key
 NYUV2_TRAIN = 795
+#: The paper's training input size and batch (IEEE Access 2022, Table 4).
+PAPER_SIZE, PAPER_BATCH = [288, 384], 8
 
 
 def _measure(args: argparse.Namespace, frozen: bool) -> dict:
@@ -67,77 +76,123 @@ def _measure(args: argparse.Namespace, frozen: bool) -> dict:
             torch.cuda.synchronize()
         if step >= args.warmup:
             times.append(time.perf_counter() - start)
-    step_s = sorted(times)[len(times) // 2]
-    peak = (torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda"
+    cuda = device.type == "cuda"
+    peak = (torch.cuda.max_memory_allocated() / 2**20 if cuda
             else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
-    return {"frozen": frozen, "step_s": step_s,
-            "epoch_s": step_s * -(-NYUV2_TRAIN // n),
-            "peak_mib": peak, "trainable": sum(p.numel() for p in params),
-            "total": sum(p.numel() for p in model.parameters())}
+    return {"variant": "frozen" if frozen else "unfrozen", "frozen": frozen,
+            "step_times_s": times, "step_s": statistics.median(times),
+            "epoch_s": statistics.median(times) * -(-NYUV2_TRAIN // n),
+            "peak_mib": peak, "peak_kind": "CUDA max allocated" if cuda else "process peak RSS",
+            "trainable": sum(p.numel() for p in params),
+            "total": sum(p.numel() for p in model.parameters()),
+            "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
+            "device_name": torch.cuda.get_device_name() if cuda else "cpu"}
 
 
-def _section(args: argparse.Namespace, rows: list[dict]) -> str:
-    import torch
-
-    machine = (torch.cuda.get_device_name() if args.device == "cuda" else
-               f"{platform.machine()}, {os.cpu_count()} CPU cores, torch threads "
-               f"{args.threads or torch.get_num_threads()}")
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    peak_kind = "CUDA max allocated" if args.device == "cuda" else "process peak RSS"
-    lines = ["## Training", "",
-             f"`benchmarks/frozen_vs_unfrozen.py`: MBMT-Net of `{Path(args.config).name}` "
-             f"(backbones randomly initialised), batch {args.batch} at {args.input_size[0]}x"
-             f"{args.input_size[1]}, DWA, Adam; median of {args.steps} steps after {args.warmup} "
-             f"warm-up; epoch = {NYUV2_TRAIN} NYUv2 training frames. Machine: {machine}; "
-             f"1-minute load average {load:.1f} when measured (shared machine: times are upper "
-             "bounds).", "",
-             f"| backbones | trainable / total params | s / step | s / epoch | peak memory ({peak_kind}, MiB) |",
+def render(raw: dict) -> str:
+    """The "Training" table, its setup line and the frozen/unfrozen ratios, from the raw JSON."""
+    st, m = raw["settings"], raw["machine"]
+    rows = {r["variant"]: r for r in raw["rows"]}
+    f, u = rows["frozen"], rows["unfrozen"]
+    h, w = st["input_size"]
+    machine = (f"{f['device_name']}" if st["device"] == "cuda" else
+               f"{m['arch']}, {m['cpu_count']} CPU cores, torch threads {f['torch_threads']}")
+    lines = [f"`{raw['command']}` (commit `{raw['git_commit'][:12]}`"
+             + (", uncommitted changes" if raw.get("git_dirty") else "")
+             + f", {raw['date_utc']}, torch {raw['torch']}, raw: "
+             "`benchmarks/results/frozen_vs_unfrozen.json`): MBMT-Net of "
+             f"`{Path(st['config']).name}` (backbones randomly initialised), batch {st['batch']} "
+             f"at {h}x{w}, DWA, Adam; median of {st['steps']} steps after {st['warmup']} warm-up; "
+             f"epoch = {st['nyuv2_train_frames']} NYUv2 training frames. Machine: {machine}; "
+             f"1-minute load average {m['load_avg_1min_start']:.1f} at the start, "
+             f"{m['load_avg_1min_end']:.1f} at the end (shared machine: times are upper bounds).",
+             "",
+             f"| backbones | trainable / total params | s / step | s / epoch | "
+             f"peak memory ({f['peak_kind']}, MiB) |",
              "|---|---:|---:|---:|---:|"]
-    for r in rows:
-        lines.append(f"| {'frozen' if r['frozen'] else 'unfrozen'} | "
-                     f"{r['trainable'] / 1e6:.2f} M / {r['total'] / 1e6:.2f} M | "
+    for r in (f, u):
+        lines.append(f"| {r['variant']} | {r['trainable'] / 1e6:.2f} M / {r['total'] / 1e6:.2f} M | "
                      f"{r['step_s']:.3f} | {r['epoch_s']:.0f} | {r['peak_mib']:.0f} |")
-    f, u = rows
-    lines += ["", f"Frozen backbones: {u['step_s'] / f['step_s']:.2f}x faster per step, "
-              f"{u['peak_mib'] / max(f['peak_mib'], 1e-9):.2f}x less peak memory than unfrozen "
-              "(no backbone gradients, activations or optimiser state).", ""]
-    return "\n".join(lines)
+    lines += ["", f"Frozen backbones: {u['step_s'] / f['step_s']:.2f}x faster per step (ratio of "
+              f"the medians), {u['peak_mib'] / max(f['peak_mib'], 1e-9):.2f}x less peak memory "
+              "than unfrozen (no backbone gradients, activations or optimiser state)."]
+    if [h, w] != PAPER_SIZE or st["batch"] != PAPER_BATCH:
+        lines += ["", f"These raw results cover {h}x{w}, batch {st['batch']} only, not the paper's "
+                  f"{PAPER_SIZE[0]}x{PAPER_SIZE[1]}, batch {PAPER_BATCH}; for that size run "
+                  "`.venv/bin/python benchmarks/frozen_vs_unfrozen.py` (its defaults; "
+                  "`--input-size H W`, `--batch`, `--steps`, `--warmup`, `--threads`, `--device` "
+                  "change them)."]
+    return "\n".join(lines) + "\n"
 
 
-def write_section(path: Path, text: str) -> None:
-    """Replace (or append) the '## Training' section of docs/benchmarks.md."""
+def _git(*args: str) -> str:
+    return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True).stdout.strip()
+
+
+def write_doc(raw: dict, doc: Path) -> None:
+    """Re-render this script's generated block of ``doc`` (the rest of the page is kept)."""
+    sys.path.insert(0, str(Path(__file__).parent))
+    from docs_tables import replace_block
+
     from mbmt_ros.io import atomic_write_text
 
-    old = path.read_text(encoding="utf-8") if path.is_file() else "# Benchmarks\n"
-    pattern = re.compile(r"^## Training\n.*?(?=^## |\Z)", re.S | re.M)
-    new = pattern.sub(text + "\n", old) if pattern.search(old) else old.rstrip() + "\n\n" + text + "\n"
-    atomic_write_text(path, new)
+    atomic_write_text(doc, replace_block(doc.read_text(encoding="utf-8"), MARKER, render(raw),
+                                         doc.name))
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--config", default=str(REPO / "config/train/nyuv2_mbmt.yaml"))
-    parser.add_argument("--input-size", nargs=2, type=int, default=[288, 384])
-    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--input-size", nargs=2, type=int, default=list(PAPER_SIZE))
+    parser.add_argument("--batch", type=int, default=PAPER_BATCH)
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--threads", type=int, default=0)
     parser.add_argument("--device", default="cuda" if _cuda() else "cpu")
-    parser.add_argument("--out", default=str(REPO / "docs/benchmarks.md"))
+    parser.add_argument("--json", type=Path, default=RAW, help="raw results file")
+    parser.add_argument("--out", type=Path, default=DOC,
+                        help="page whose generated:training-frozen block is rewritten")
+    parser.add_argument("--no-docs", action="store_true", help="write the JSON only")
     parser.add_argument("--child", choices=["frozen", "unfrozen"], help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    argv = sys.argv[1:]
+    args = parser.parse_args(argv)
     if args.child:
         print(json.dumps(_measure(args, args.child == "frozen")))
         return 0
+    load_start = os.getloadavg()[0]
     rows = []
     for variant in ("frozen", "unfrozen"):
-        cmd = [sys.executable, __file__, *sys.argv[1:], "--child", variant]
+        cmd = [sys.executable, __file__, *argv, "--child", variant]
         out = subprocess.run(cmd, capture_output=True, text=True, check=True, cwd=REPO)
         rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
         print(variant, rows[-1], flush=True)
-    text = _section(args, rows)
-    print(text)
-    write_section(Path(args.out), text)
+    omp = os.environ.get("OMP_NUM_THREADS")
+    raw = {"command": (f"OMP_NUM_THREADS={omp} " if omp else "") + " ".join(
+               [".venv/bin/python benchmarks/frozen_vs_unfrozen.py", *argv]),
+           "git_commit": _git("rev-parse", "HEAD") or "unknown",
+           "git_dirty": bool(_git("status", "--porcelain", "--untracked-files=no")),
+           "date_utc": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+           "torch": rows[0]["torch"], "python": platform.python_version(),
+           "machine": {"arch": platform.machine(), "cpu": platform.processor() or platform.machine(),
+                       "cpu_count": os.cpu_count(), "os": platform.platform(),
+                       "load_avg_1min_start": load_start,
+                       "load_avg_1min_end": os.getloadavg()[0]},
+           "settings": {"config": os.path.relpath(args.config, REPO),
+                        "input_size": list(args.input_size), "batch": args.batch,
+                        "steps": args.steps, "warmup": args.warmup, "threads": args.threads,
+                        "device": args.device, "omp_num_threads": omp,
+                        "nyuv2_train_frames": NYUV2_TRAIN},
+           "rows": rows}
+    from mbmt_ros.io import atomic_write_json
+
+    atomic_write_json(args.json, raw)
+    print(render(raw))
+    if args.no_docs:
+        return 0
+    if args.json.resolve() != RAW:
+        print(f"docs not touched: {args.json} is not the committed {RAW.relative_to(REPO)}")
+        return 0
+    write_doc(raw, args.out)
     return 0
 
 

@@ -1,15 +1,33 @@
-"""The generated tables of docs/results.md and docs/models.md match the committed raw results
+"""The generated tables of the docs match the committed raw results
 (``benchmarks/docs_tables.py --check``, run as a user runs it), and the check notices a
-retyped cell or a lost marker."""
+retyped cell or a lost marker. The blocks other benchmark scripts write with their own
+markers (``backends.py``, ``node_soak.py``) are re-rendered here from their committed JSON."""
 from __future__ import annotations
 
+import importlib.util
+import json
 import shutil
+import statistics
 import subprocess
 import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "benchmarks" / "docs_tables.py"
+RESULTS = REPO / "benchmarks" / "results"
+
+
+def _bench(name: str):
+    """benchmarks/<name>.py, imported under a private name (no clash with other modules)."""
+    spec = importlib.util.spec_from_file_location(f"_bench_{name}", REPO / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _block(text: str, begin: str, end: str) -> str:
+    assert text.count(begin) == 1 and text.count(end) == 1, (begin, end)
+    return text.split(begin, 1)[1].split(end, 1)[0]
 
 
 def _check(*args: str) -> subprocess.CompletedProcess:
@@ -43,3 +61,56 @@ def test_check_catches_a_retyped_cell_and_a_lost_marker(tmp_path):
     proc = _check("--docs", str(docs))
     assert proc.returncode == 2
     assert proc.stderr.strip().count("\n") == 0 and "study-verdicts" in proc.stderr
+
+
+def test_training_table_is_rendered_from_its_raw_results(tmp_path):
+    raw = json.loads((RESULTS / "frozen_vs_unfrozen.json").read_text())
+    assert raw["command"] and raw["git_commit"] and "git_dirty" in raw and raw["date_utc"]
+    assert raw["torch"] and raw["machine"]["cpu_count"] and "load_avg_1min_end" in raw["machine"]
+    assert {r["variant"] for r in raw["rows"]} == {"frozen", "unfrozen"}
+    for r in raw["rows"]:  # the medians are those of the raw step times
+        assert len(r["step_times_s"]) == raw["settings"]["steps"]
+        assert r["step_s"] == statistics.median(r["step_times_s"])
+    text = (REPO / "docs" / "benchmarks.md").read_text(encoding="utf-8")
+    bench = _bench("frozen_vs_unfrozen")
+    assert _block(text, "<!-- generated:training-frozen begin -->",
+                  "<!-- generated:training-frozen end -->") == "\n" + bench.render(raw)
+    assert "5,829" not in text and "5,164" not in text  # the old hand-typed paper-size figures
+    # a retyped step time is caught by --check
+    docs = tmp_path / "docs"
+    shutil.copytree(REPO / "docs", docs, ignore=shutil.ignore_patterns("*.png"))
+    row = next(ln for ln in text.splitlines() if ln.startswith("| frozen | "))
+    cells = row.split(" | ")
+    cells[2] = "0.001"
+    (docs / "benchmarks.md").write_text(text.replace(row, " | ".join(cells)), encoding="utf-8")
+    proc = _check("--docs", str(docs))
+    assert proc.returncode == 1 and "benchmarks.md differs" in proc.stderr
+
+
+def test_backends_blocks_match_their_raw_results():
+    bench = _bench("backends")
+    raw = json.loads((RESULTS / "backends.json").read_text())
+    table = bench.markdown(raw["results"], raw["machine"], raw["params"], raw.get("accuracy"))
+    assert _block(bench.DOC.read_text(encoding="utf-8"), bench.BEGIN, bench.END) == "\n" + table, \
+        "docs/benchmarks.md is out of date: run benchmarks/backends.py --from-json"
+    summary = bench.cpu_summary(raw["results"], raw["machine"], raw.get("accuracy"))
+    assert _block(bench.DEPLOY_DOC.read_text(encoding="utf-8"), bench.CPU_BEGIN,
+                  bench.CPU_END) == "\n" + summary, \
+        "docs/deployment.md is out of date: run benchmarks/backends.py --from-json"
+
+
+def test_soak_figures_match_their_raw_results():
+    """Every figure of the Soak block comes from node_soak.json. The JSON holds neither the
+    machine line nor the command, so those two are taken from the page as they stand."""
+    bench = _bench("node_soak")
+    raw = json.loads((RESULTS / "node_soak.json").read_text())
+    text = (REPO / "docs" / "benchmarks.md").read_text(encoding="utf-8")
+    block = bench.MARK_START + _block(text, bench.MARK_START, bench.MARK_END) + bench.MARK_END
+    machine = block.split("all five outputs in.\n\n", 1)[1].split("\n\n```bash", 1)[0]
+    cmd = block.split("```bash\n", 1)[1].split("\n```", 1)[0]
+    assert bench.markdown(raw, cmd, machine) == block
+    args = cmd.split()  # the shown command is the one the JSON was measured with
+    assert float(args[args.index("--minutes") + 1]) == raw["minutes"]
+    assert float(args[args.index("--rate") + 1]) == raw["rate_hz"]
+    assert [int(v) for v in args[args.index("--size") + 1:][:2]] == raw["size"]
+    assert raw["bundle"] in args
