@@ -3,28 +3,39 @@
 A camera (this process) publishes ``rgb8`` images at ``--rate`` Hz (sensor-data QoS, stamped
 with the publish time) to the ``perception_node`` console script running in its own
 process; this process subscribes to all five image outputs, as rviz would. Every few
-seconds it samples the node's resident memory (``/proc/<pid>/status`` VmRSS). At the end it
-reports, per minute and overall: frames published, outputs received and their rate, the
-latency publish -> output received (percentiles, from the middleware's receive time and the
-header stamp), the node's dropped-frame count (it keeps only the newest frame) and its
-memory - at the end of the warm-up, at the end, the growth and the slope after warm-up
-(goal: none beyond warm-up).
+seconds it samples the node's resident memory (``/proc/<pid>/status`` VmRSS) and the
+machine's 1-minute load average. At the end it reports, per minute and overall: frames
+published, outputs received and their rate, the latency publish -> output received
+(percentiles, from the middleware's receive time and the header stamp), the node's
+dropped-frame count (it keeps only the newest frame) and its memory - at the end of the
+warm-up, at the end, the growth and the slope after warm-up (goal: none beyond warm-up).
 
 DDS must stay on loopback, so the script re-runs itself inside ``scripts/ros_isolated``::
 
-    .venv/bin/python benchmarks/node_soak.py --minutes 10 --rate 30 \\
-        --export config/train/model_tiny.yaml --size 288 384 --markdown docs/benchmarks.md
+    scripts/ros_isolated .venv/bin/python benchmarks/node_soak.py --minutes 10 --rate 30 \\
+        --export config/train/model_tiny.yaml --size 288 384
+    .venv/bin/python benchmarks/node_soak.py --render    # the doc from the committed JSON only
 
 ``--export CONFIG`` exports a random-weight model of CONFIG's ``model:`` section (timing
 and memory do not depend on the weights); ``--bundle DIR`` uses an exported bundle.
-``--markdown`` replaces the "Soak" section of that file (between its soak markers).
+
+The raw figures go to ``benchmarks/results/node_soak.json`` (written atomically) with their
+provenance: the command, the git commit (and whether the tree had uncommitted changes), the
+UTC start time, the machine (CPU, logical CPUs, OS, Python, ONNX Runtime / rclpy / RMW,
+1-minute load average at the start and the end), the backend, device and precision the node
+reports in /diagnostics, its QoS parameters as it reports them, and the model bundle. The
+"Soak" section of ``docs/benchmarks.md`` (between its soak markers) is rendered from that
+file alone by :func:`render` - after a measurement written to the committed JSON path, or
+with ``--render``.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import platform
 import re
+import shlex
 import struct
 import subprocess
 import sys
@@ -32,23 +43,22 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results" / "node_soak.json"
+DOC = ROOT / "docs" / "benchmarks.md"
 OUTPUTS = ("segmentation", "segmentation/color", "depth", "normals", "normals/color")
 MARK_START, MARK_END = "<!-- soak:start -->", "<!-- soak:end -->"
-NOTES = """- **Memory**: the node's RSS rises during warm-up (ONNX Runtime's arena, DDS buffers,
-  the first messages of each size) and then stays flat: the growth after warm-up is within
-  the sampling noise of a Python process (allocator pages coming and going), no leak.
-- **Rate**: a camera faster than the backend is the expected case on a CPU: the node keeps
-  only the newest frame, so it processes at its own speed, drops the rest (counted in
-  `/diagnostics`) and never builds a backlog - latency stays bounded for the whole run.
-- **Consumer**: the outputs are published reliable with history depth 1 (`qos.output_depth`),
-  so a consumer that falls behind - here a Python process on the same two loaded cores -
-  receives the newest output of each topic and misses older ones; "frames with all outputs
-  received" counts frames for which all five topics arrived. Raise `qos.output_depth` when
-  a consumer must see every output."""
+#: Node parameters read back from the running node (its parameter service) for the record.
+NODE_PARAMETERS = ("backend", "device", "precision", "num_threads", "qos.input",
+                   "qos.input_depth", "qos.output", "qos.output_depth", "diagnostics_period")
+#: Memory after warm-up counts as flat when it grows by at most this much (MiB) and its
+#: least-squares slope is at most this much (MiB/min) - a Python process's allocator moves
+#: its RSS by about a MiB either way.
+FLAT_GROWTH_MIB, FLAT_SLOPE_MIB_PER_MIN = 2.0, 0.5
 
 
 def rss_mb(pid: int) -> float:
@@ -127,6 +137,41 @@ def _camera_frames(size: tuple[int, int], count: int = 8) -> list[np.ndarray]:
         return [rng.integers(0, 256, (*size, 3), dtype=np.uint8) for _ in range(count)]
 
 
+def node_parameters(node, name: str, timeout_s: float = 15.0) -> dict[str, Any]:
+    """:data:`NODE_PARAMETERS` as the running node ``name`` reports them (its parameter
+    service); ``{"error": ...}`` when it does not answer."""
+    from rclpy.parameter import parameter_value_to_python
+    from rclpy.parameter_client import AsyncParameterClient
+
+    client = AsyncParameterClient(node, name)
+    try:
+        if not client.wait_for_services(timeout_sec=timeout_s):
+            return {"error": f"no parameter service of {name} within {timeout_s:g} s"}
+        future = client.get_parameters(list(NODE_PARAMETERS))
+        deadline = time.monotonic() + timeout_s
+        while not future.done():
+            if time.monotonic() > deadline:
+                return {"error": f"{name} did not answer get_parameters within {timeout_s:g} s"}
+            time.sleep(0.05)
+        values = future.result().values
+        return {k: parameter_value_to_python(v) for k, v in zip(NODE_PARAMETERS, values, strict=True)}
+    except Exception as exc:  # noqa: BLE001 - the record says why it is missing
+        return {"error": f"{type(exc).__name__}: {exc}"}
+
+
+def _startup_line(log: Path, bundle: Path) -> str | None:
+    """The node's 'opened bundle ...: backend, precision, device' log line (bundle path elided)."""
+    try:
+        text = log.read_text(errors="replace")
+    except OSError:
+        return None
+    for line in text.splitlines():
+        if "opened bundle" in line:
+            line = line.split("opened bundle", 1)[1].replace(str(bundle), "<bundle>")
+            return "opened bundle" + re.sub(r"\x1b\[[0-9;]*m", "", line).rstrip()
+    return None
+
+
 def soak(bundle: Path, minutes: float, rate: float, size: tuple[int, int], backend: str,
          device: str, precision: str, sample_s: float, warmup_s: float, log: Path) -> dict:
     import rclpy
@@ -151,7 +196,7 @@ def soak(bundle: Path, minutes: float, rate: float, size: tuple[int, int], backe
     messages = [numpy_to_image(img, "rgb8") for img in _camera_frames(size)]
     with open(log, "wb") as fh:
         proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT)
-    memory: list[tuple[float, float]] = []
+    samples: list[tuple[float, float, float]] = []  # (s since start, RSS MiB, load avg 1 min)
     published: list[int] = []
     try:
         deadline = time.monotonic() + 120
@@ -159,6 +204,7 @@ def soak(bundle: Path, minutes: float, rate: float, size: tuple[int, int], backe
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise SystemExit(f"the node did not come up; see {log}")
             time.sleep(0.1)
+        params = node_parameters(node, "/perception_node")
         time.sleep(1.0)
         start = time.monotonic()
         period, next_pub, next_sample, i = 1.0 / rate, start, start, 0
@@ -166,7 +212,7 @@ def soak(bundle: Path, minutes: float, rate: float, size: tuple[int, int], backe
         while time.monotonic() < end:
             now = time.monotonic()
             if now >= next_sample:
-                memory.append((now - start, rss_mb(proc.pid)))
+                samples.append((now - start, rss_mb(proc.pid), os.getloadavg()[0]))
                 next_sample += sample_s
             if now >= next_pub:
                 msg = messages[i % len(messages)]
@@ -179,7 +225,7 @@ def soak(bundle: Path, minutes: float, rate: float, size: tuple[int, int], backe
                     next_pub = now
             time.sleep(max(0.0, min(next_pub, next_sample) - time.monotonic()))
         time.sleep(1.0)
-        memory.append((time.monotonic() - start, rss_mb(proc.pid)))
+        samples.append((time.monotonic() - start, rss_mb(proc.pid), os.getloadavg()[0]))
         time.sleep(1.2)  # one more diagnostics period
     finally:
         proc.send_signal(2)
@@ -191,10 +237,18 @@ def soak(bundle: Path, minutes: float, rate: float, size: tuple[int, int], backe
         node.destroy_node()
         rclpy.try_shutdown(context=context)
     frames, diag = listener.snapshot()
-    return summarise(frames, diag, published, memory, minutes, rate, warmup_s)
+    result = summarise(frames, diag, published, samples, minutes, rate, warmup_s)
+    result["node"] = {"backend": diag.get("backend"), "device": diag.get("device"),
+                      "precision": diag.get("precision"), "tasks": diag.get("tasks"),
+                      "startup": _startup_line(log, bundle), "parameters": params,
+                      "diagnostics": diag}
+    result["samples"] = [[round(s, 3), round(r, 3), round(ld, 2)] for s, r, ld in samples]
+    return result
 
 
-def summarise(frames, diag, published, memory, minutes, rate, warmup_s) -> dict:
+def summarise(frames, diag, published, samples, minutes, rate, warmup_s) -> dict:
+    """The figures of a run: ``frames`` (receive ns, latency ms), the node's last
+    /diagnostics ``diag``, the publish times (ns) and the (s, RSS MiB, load) ``samples``."""
     t0 = published[0] if published else 0
     per_minute = []
     for m in range(int(np.ceil(minutes))):
@@ -202,15 +256,17 @@ def summarise(frames, diag, published, memory, minutes, rate, warmup_s) -> dict:
         pubs = sum(lo <= t < hi for t in published)
         lat = np.array([lat for t, lat in frames if lo <= t < hi])
         span = min(60.0, (published[-1] - lo) / 1e9) if published else 60.0
-        rss = [r for s, r in memory if m * 60 <= s < (m + 1) * 60]
+        rss = [r for s, r, _ in samples if m * 60 <= s < (m + 1) * 60]
+        load = [ld for s, _, ld in samples if m * 60 <= s < (m + 1) * 60]
         per_minute.append({
             "minute": m + 1, "published": pubs, "outputs": int(lat.size),
             "output_rate_hz": lat.size / span if span > 0 else float("nan"),
             "latency_p50_ms": float(np.percentile(lat, 50)) if lat.size else float("nan"),
             "latency_p99_ms": float(np.percentile(lat, 99)) if lat.size else float("nan"),
-            "rss_mb": float(np.nanmax(rss)) if rss else float("nan")})
+            "rss_mb": float(np.nanmax(rss)) if rss else float("nan"),
+            "load_avg_1min": float(np.mean(load)) if load else float("nan")})
     lat = np.array([lat for _, lat in frames])
-    after = [(s, r) for s, r in memory if s >= warmup_s and np.isfinite(r)]
+    after = [(s, r) for s, r, _ in samples if s >= warmup_s and np.isfinite(r)]
     slope = float(np.polyfit([s for s, _ in after], [r for _, r in after], 1)[0] * 60) \
         if len(after) >= 3 else float("nan")
     warm = after[0][1] if after else float("nan")
@@ -226,83 +282,222 @@ def summarise(frames, diag, published, memory, minutes, rate, warmup_s) -> dict:
         "node_received_frames": diag.get("received_frames"),
         "node_processed_frames": diag.get("processed_frames"),
         "node_inference_median_ms": diag.get("inference_median_ms"),
-        "rss_mb": {"start": memory[0][1] if memory else None, "after_warmup": warm,
+        "rss_mb": {"start": samples[0][1] if samples else None, "after_warmup": warm,
                    "end": final, "growth_after_warmup": final - warm,
                    "slope_mb_per_min_after_warmup": slope,
-                   "max": float(np.nanmax([r for _, r in memory])) if memory else None},
+                   "min_after_warmup": min(r for _, r in after) if after else None,
+                   "max_after_warmup": max(r for _, r in after) if after else None,
+                   "max": float(np.nanmax([r for _, r, _ in samples])) if samples else None},
         "warmup_s": warmup_s, "per_minute": per_minute,
     }
 
 
-def markdown(r: dict, cmd: str, machine: str) -> str:
+# ------------------------------------------------------------------ provenance
+def _git(*args: str) -> str:
+    try:
+        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True,
+                              check=True).stdout.rstrip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def _version(module: str) -> str | None:
+    try:
+        from importlib.metadata import version
+
+        return version(module)
+    except Exception:  # noqa: BLE001 - not installed as a distribution
+        try:
+            return str(__import__(module).__version__)
+        except Exception:  # noqa: BLE001
+            return None
+
+
+def machine() -> dict[str, Any]:
+    """CPU, logical CPUs, OS, Python and library versions, 1-minute load average now."""
+    cpu = platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"cpu": cpu, "cpu_count": os.cpu_count(), "os": platform.platform(),
+            "python": platform.python_version(), "onnxruntime": _version("onnxruntime"),
+            "rclpy": _version("rclpy"), "numpy": np.__version__,
+            "rmw_implementation": os.environ.get("RMW_IMPLEMENTATION"),
+            "ros_distro": os.environ.get("ROS_DISTRO"),
+            "load_avg_1min_start": round(os.getloadavg()[0], 2)}
+
+
+def bundle_info(bundle: Path) -> dict[str, Any]:
+    """What identifies the model: tasks, input size, the ONNX file's SHA-256, its config."""
+    from mbmt_ros.runtime.bundle import Bundle
+
+    b = Bundle.load(bundle)
+    return {"tasks": list(b.tasks), "input_size": list(b.input_size),
+            "model_sha256": b.model_sha256, "num_classes": b.num_classes,
+            "model_config": b.model_config}
+
+
+# ------------------------------------------------------------------ rendering (JSON -> doc)
+def _num(value: Any, fmt: str = ".1f") -> str:
+    try:
+        return format(float(value), fmt)
+    except (TypeError, ValueError):
+        return "?"
+
+
+def _backbones(config: dict[str, Any] | None) -> str:
+    names = list((config or {}).get("backbones") or [])
+    if not names:
+        return ""
+    if len(set(names)) == 1:
+        return f"{len(names)}x `{names[0]}`"
+    return ", ".join(f"`{n}`" for n in names)
+
+
+def _model(raw: dict[str, Any]) -> str:
+    st, info = raw["settings"], raw.get("bundle") or {}
+    arch = _backbones(info.get("model_config"))
+    arch = f", {arch}" if arch else ""
+    if st.get("export_config"):
+        return (f"a random-weight export of `{Path(st['export_config']).name}`{arch} (memory "
+                "and timing do not depend on the weights)")
+    return f"the bundle `{st['bundle']}`{arch}"
+
+
+def _machine_line(raw: dict[str, Any]) -> str:
+    m, st, node = raw["machine"], raw["settings"], raw["node"]
+    params = node.get("parameters") or {}
+    dirty = " (uncommitted changes in the tree)" if raw.get("git_dirty") else ""
+    versions = ", ".join(f"{name} {m[key]}" for key, name in (
+        ("onnxruntime", "ONNX Runtime"), ("rclpy", "rclpy")) if m.get(key))
+    rmw = f" ({m['rmw_implementation']})" if m.get("rmw_implementation") else ""
+    qos = (f"input QoS `{params.get('qos.input', '?')}` depth {params.get('qos.input_depth', '?')}, "
+           f"outputs `{params.get('qos.output', '?')}` depth {params.get('qos.output_depth', '?')}")
+    line = (
+        f"Measured {raw['date_utc']} at commit `{raw['git_commit'][:12]}`{dirty} on "
+        f"{m['cpu']}, {m['cpu_count']} logical CPUs shared with other jobs (1-minute load "
+        f"average {_num(m.get('load_avg_1min_start'), '.2f')} at the start, "
+        f"{_num(m.get('load_avg_1min_end'), '.2f')} at the end; per minute in the table), "
+        f"{m['os']}, Python {m['python']}, {versions}{rmw}. The node ran backend "
+        f"`{node.get('backend')}`, device `{node.get('device')}`, precision "
+        f"`{node.get('precision')}` (as its /diagnostics report them) with {_model(raw)} at "
+        f"{st['size'][0]}x{st['size'][1]}; {qos} (as the node reports its parameters).")
+    if raw.get("note"):
+        line += f" Note: {raw['note']}"
+    return line
+
+
+def _notes(raw: dict[str, Any]) -> str:
+    r, m = raw["results"], raw["machine"]
+    params = raw["node"].get("parameters") or {}
+    mem, minutes = r["rss_mb"], r["per_minute"]
+    growth, slope = mem["growth_after_warmup"], mem["slope_mb_per_min_after_warmup"]
+    flat = abs(growth) <= FLAT_GROWTH_MIB and abs(slope) <= FLAT_SLOPE_MIB_PER_MIN
+    rest = r["minutes"] - r["warmup_s"] / 60
+    verdict = ("flat: within the sampling noise of a Python process (allocator pages coming "
+               f"and going), no sign of a leak over these {rest:g} min" if flat else
+               f"more than the flat bound (|growth| <= {FLAT_GROWTH_MIB:g} MiB, |slope| <= "
+               f"{FLAT_SLOPE_MIB_PER_MIN:g} MiB/min): not shown to be flat, check with a longer run")
+    memory = (
+        f"- **Memory**: the node's RSS rises from {_num(mem['start'])} to "
+        f"{_num(mem['after_warmup'])} MiB during the {r['warmup_s']:g} s warm-up (ONNX "
+        "Runtime's arena, DDS buffers, the first messages of each size); over the remaining "
+        f"{rest:g} min its samples stay between {_num(mem['min_after_warmup'])} and "
+        f"{_num(mem['max_after_warmup'])} MiB, {_num(growth, '+.1f')} MiB from the end of the "
+        f"warm-up to the end (slope {_num(slope, '+.2f')} MiB/min) - {verdict}.")
+    received, processed = int(r["node_received_frames"]), int(r["node_processed_frames"])
+    dropped = int(r["node_dropped_frames"])
+    p50 = [p["latency_p50_ms"] for p in minutes]
+    p99 = [p["latency_p99_ms"] for p in minutes]
+    spread = (f"the per-minute latency p50 stays between {_num(min(p50))} and {_num(max(p50))} ms "
+              f"and the p99 between {_num(min(p99))} and {_num(max(p99))} ms for the whole run")
+    if dropped:
+        rate = (
+            f"- **Rate**: a camera faster than the backend is the expected case on a CPU: the "
+            f"node keeps only the newest frame, so it processed {processed} of the {received} "
+            f"frames it received ({100 * processed / received:.0f} %) at its own speed (backend "
+            f"median {_num(r['node_inference_median_ms'])} ms), dropped {dropped} (counted in "
+            f"`/diagnostics`) and built no backlog: {spread}.")
+    else:
+        rate = (f"- **Rate**: the node kept up with the camera: it processed {processed} of "
+                f"the {received} frames it received and dropped none; {spread}.")
+    share = 100 * r["outputs"] / processed if processed else float("nan")
+    consumer = (
+        f"- **Consumer**: the outputs are published `{params.get('qos.output', '?')}` with "
+        f"history depth {params.get('qos.output_depth', '?')} (`qos.output_depth`), so a "
+        f"consumer that falls behind - here a Python process on the same {m['cpu_count']} "
+        "loaded CPUs - receives the newest output of each topic and misses older ones: all "
+        f"five outputs arrived for {r['outputs']} of the {processed} processed frames "
+        f"({share:.0f} %; \"frames with all outputs received\"). Raise `qos.output_depth` when "
+        "a consumer must see every output.")
+    return "\n".join([memory, rate, consumer])
+
+
+def render(raw: dict[str, Any]) -> str:
+    """The whole Soak section (markers included) of docs/benchmarks.md, from the JSON alone."""
+    r = raw["results"]
     mem, lat = r["rss_mb"], r["latency_ms"]
     rows = "\n".join(
         f"| {p['minute']} | {p['published']} | {p['outputs']} | {p['output_rate_hz']:.1f} | "
-        f"{p['latency_p50_ms']:.1f} | {p['latency_p99_ms']:.1f} | {p['rss_mb']:.1f} |"
+        f"{p['latency_p50_ms']:.1f} | {p['latency_p99_ms']:.1f} | {p['rss_mb']:.1f} | "
+        f"{_num(p.get('load_avg_1min'), '.2f')} |"
         for p in r["per_minute"])
     return f"""{MARK_START}
 ## Soak
 
 `benchmarks/node_soak.py` (inside `scripts/ros_isolated`, DDS on loopback only): a camera
 process publishes `rgb8` frames at a fixed rate with sensor-data QoS to the `perception_node`
-console script (its own process, default parameters), and subscribes to all five image
-outputs as rviz would; the node's resident memory (VmRSS) is sampled every few seconds.
+console script (its own process; parameters other than the bundle, backend, device and
+precision at their defaults), and subscribes to all five image outputs as rviz would; the
+node's resident memory (VmRSS) and the machine's load average are sampled every few seconds.
 Latency = output received (middleware receive time) - the frame's header stamp (its publish
-time), all five outputs in.
+time), all five outputs in. Rendered from `benchmarks/results/node_soak.json`
+(`.venv/bin/python benchmarks/node_soak.py --render`).
 
-{machine}
+{_machine_line(raw)}
 
 ```bash
-{cmd}
+{raw['command']}
 ```
 
 | | |
 |---|---|
-| duration, camera rate | {r['minutes']:g} min at {r['rate_hz']:g} Hz ({r['published']} frames, measured {r['input_rate_hz']:.1f} Hz) |
-| frames with all outputs received | {r['outputs']} ({r['output_rate_hz']:.1f} Hz); node: {r['node_received_frames']} received, {r['node_processed_frames']} processed, {r['node_dropped_frames']} dropped (a newer frame arrived first) |
-| latency p50 / p90 / p99 / max | {lat.get('p50', float('nan')):.1f} / {lat.get('p90', float('nan')):.1f} / {lat.get('p99', float('nan')):.1f} / {lat.get('max', float('nan')):.1f} ms (backend median {r['node_inference_median_ms']} ms) |
-| node memory (RSS) | {mem['start']:.1f} MiB at start, {mem['after_warmup']:.1f} MiB after {r['warmup_s']:g} s warm-up, {mem['end']:.1f} MiB at the end, max {mem['max']:.1f} MiB |
-| **growth after warm-up** | **{mem['growth_after_warmup']:+.1f} MiB** (slope {mem['slope_mb_per_min_after_warmup']:+.2f} MiB/min) |
+| duration, camera rate | {r['minutes']:g} min at {r['rate_hz']:g} Hz ({r['published']} frames, measured {_num(r['input_rate_hz'])} Hz) |
+| frames with all outputs received | {r['outputs']} ({_num(r['output_rate_hz'])} Hz); node: {r['node_received_frames']} received, {r['node_processed_frames']} processed, {r['node_dropped_frames']} dropped (a newer frame arrived first) |
+| latency p50 / p90 / p99 / max | {_num(lat.get('p50'))} / {_num(lat.get('p90'))} / {_num(lat.get('p99'))} / {_num(lat.get('max'))} ms (backend median {r['node_inference_median_ms']} ms) |
+| node memory (RSS) | {_num(mem['start'])} MiB at start, {_num(mem['after_warmup'])} MiB after {r['warmup_s']:g} s warm-up, {_num(mem['end'])} MiB at the end, max {_num(mem['max'])} MiB |
+| **growth after warm-up** | **{_num(mem['growth_after_warmup'], '+.1f')} MiB** (slope {_num(mem['slope_mb_per_min_after_warmup'], '+.2f')} MiB/min) |
 
-| minute | published | outputs | output rate (Hz) | latency p50 (ms) | latency p99 (ms) | node RSS (MiB) |
-|---:|---:|---:|---:|---:|---:|---:|
+| minute | published | outputs | output rate (Hz) | latency p50 (ms) | latency p99 (ms) | node RSS, max (MiB) | load avg (1 min), mean |
+|---:|---:|---:|---:|---:|---:|---:|---:|
 {rows}
 
-{NOTES}
+{_notes(raw)}
 {MARK_END}"""
 
 
 def write_section(path: Path, text: str) -> None:
-    """Replace the soak section of ``path`` (between the markers), or append it."""
+    """Replace the soak section of ``path`` (between the markers), or append it. The file is
+    read right before the atomic write, so other blocks written meanwhile are kept."""
+    from mbmt_ros.io import atomic_write_text
+
     old = path.read_text(encoding="utf-8") if path.is_file() else ""
     if MARK_START in old and MARK_END in old:
         head, rest = old.split(MARK_START, 1)
         new = head + text + rest.split(MARK_END, 1)[1]
     else:
         new = old.rstrip("\n") + "\n\n" + text + "\n"
-    from mbmt_ros.io import atomic_write_text
-
     atomic_write_text(path, new)
 
 
-def _shown_args(argv: list[str]) -> list[str]:
-    """The command-line arguments worth showing in the doc (not where the outputs went)."""
-    shown, skip = [], False
-    for arg in argv:
-        if skip:
-            skip = False
-            continue
-        if arg in ("--json", "--markdown", "--machine"):
-            skip = True
-            continue
-        if not arg.startswith(("--json=", "--markdown=", "--machine=")):
-            shown.append(arg)
-    return shown
-
-
 def main(argv: list[str] | None = None) -> int:
+    args_in = sys.argv[1:] if argv is None else list(argv)
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    src = parser.add_mutually_exclusive_group(required=True)
+    src = parser.add_mutually_exclusive_group()
     src.add_argument("--bundle", type=Path, help="an exported model bundle")
     src.add_argument("--export", type=Path, metavar="CONFIG",
                      help="export a random-weight model of this training config first")
@@ -312,17 +507,45 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--backend", default="onnxruntime")
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     parser.add_argument("--precision", default="fp32")
-    parser.add_argument("--sample-seconds", type=float, default=5.0, help="RSS sampling period")
+    parser.add_argument("--sample-seconds", type=float, default=5.0,
+                        help="RSS and load sampling period")
     parser.add_argument("--warmup-seconds", type=float, default=60.0,
                         help="memory growth is measured after this (default 60)")
-    parser.add_argument("--json", type=Path, default=ROOT / "benchmarks" / "results" / "node_soak.json")
-    parser.add_argument("--markdown", type=Path, help="replace the Soak section of this file")
-    parser.add_argument("--machine", default="", help="a line describing the machine for the doc")
-    args = parser.parse_args(argv)
+    parser.add_argument("--json", type=Path, default=RESULTS,
+                        help="raw results (default benchmarks/results/node_soak.json)")
+    parser.add_argument("--markdown", type=Path, default=DOC,
+                        help="the page whose Soak section is rewritten (default docs/benchmarks.md)")
+    parser.add_argument("--no-docs", action="store_true", help="do not touch the doc")
+    parser.add_argument("--render", action="store_true",
+                        help="only rewrite the Soak section from --json (no measurement)")
+    parser.add_argument("--note", default="",
+                        help="an optional remark stored in the JSON and shown under the machine line")
+    args = parser.parse_args(args_in)
+    if args.render:
+        write_section(args.markdown, render(json.loads(args.json.read_text(encoding="utf-8"))))
+        return 0
+    if args.bundle is None and args.export is None:
+        parser.error("one of --bundle or --export is required (or --render)")
     if os.environ.get("MBMT_NETNS") != "1":  # DDS stays on loopback
         os.execv(str(ROOT / "scripts" / "ros_isolated"),
-                 [str(ROOT / "scripts" / "ros_isolated"), sys.executable, __file__,
-                  *(sys.argv[1:] if argv is None else argv)])
+                 [str(ROOT / "scripts" / "ros_isolated"), sys.executable, __file__, *args_in])
+
+    dirty = [ln[3:] for ln in _git("status", "--porcelain").splitlines() if ln.strip()]
+    raw: dict[str, Any] = {
+        "command": "scripts/ros_isolated .venv/bin/python benchmarks/node_soak.py "
+                   + shlex.join(args_in),
+        "git_commit": _git("rev-parse", "HEAD"), "git_dirty": bool(dirty),
+        "git_dirty_files": dirty,
+        "date_utc": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "machine": machine(), "note": args.note or None,
+        "settings": {"minutes": args.minutes, "rate_hz": args.rate, "size": list(args.size),
+                     "backend": args.backend, "device": args.device,
+                     "precision": args.precision, "sample_s": args.sample_seconds,
+                     "warmup_s": min(args.warmup_seconds, args.minutes * 60 / 2),
+                     "export_config": str(args.export) if args.export else None,
+                     "bundle": str(args.bundle) if args.bundle else None,
+                     "weights": "random" if args.export else "bundle"},
+    }
     with tempfile.TemporaryDirectory() as tmp:
         bundle = args.bundle
         if bundle is None:
@@ -330,18 +553,20 @@ def main(argv: list[str] | None = None) -> int:
             from node_latency import export_random_bundle
 
             bundle = export_random_bundle(args.export, tuple(args.size), Path(tmp) / "bundle")
+        raw["bundle"] = bundle_info(bundle)
         result = soak(bundle, args.minutes, args.rate, tuple(args.size), args.backend,
                       args.device, args.precision, args.sample_seconds,
-                      min(args.warmup_seconds, args.minutes * 60 / 2), Path(tmp) / "node.log")
-    result["bundle"] = str(args.bundle or args.export)
-    result["size"] = list(args.size)
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(result, indent=2) + "\n")
-    cmd = "scripts/ros_isolated .venv/bin/python benchmarks/node_soak.py " + " ".join(
-        _shown_args(sys.argv[1:] if argv is None else argv))
-    text = markdown(result, cmd, args.machine)
+                      raw["settings"]["warmup_s"], Path(tmp) / "node.log")
+    raw["node"], raw["samples"] = result.pop("node"), result.pop("samples")
+    raw["results"] = result
+    raw["machine"]["load_avg_1min_end"] = round(os.getloadavg()[0], 2)
+    raw["finished_utc"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    from mbmt_ros.io import atomic_write_json
+
+    atomic_write_json(args.json, raw)
+    text = render(raw)
     print(text)
-    if args.markdown:
+    if not args.no_docs and args.json.resolve() == RESULTS.resolve():  # docs: committed JSON only
         write_section(args.markdown, text)
     return 0
 

@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import math
+import re
+import shlex
 import shutil
 import statistics
 import subprocess
@@ -99,18 +102,41 @@ def test_backends_blocks_match_their_raw_results():
         "docs/deployment.md is out of date: run benchmarks/backends.py --from-json"
 
 
-def test_soak_figures_match_their_raw_results():
-    """Every figure of the Soak block comes from node_soak.json. The JSON holds neither the
-    machine line nor the command, so those two are taken from the page as they stand."""
+def test_soak_block_is_rendered_from_its_raw_results():
+    """The whole Soak block - machine line, command, tables and the figures in its notes - is
+    ``node_soak.render`` of the committed node_soak.json, which says where it came from."""
     bench = _bench("node_soak")
     raw = json.loads((RESULTS / "node_soak.json").read_text())
+    # provenance: command, commit, time, machine, what the node ran, the model
+    assert raw["command"].startswith("scripts/ros_isolated .venv/bin/python benchmarks/node_soak.py ")
+    assert re.fullmatch(r"[0-9a-f]{40}", raw["git_commit"]) and isinstance(raw["git_dirty"], bool)
+    assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d UTC", raw["date_utc"])
+    machine = raw["machine"]
+    for key in ("cpu", "cpu_count", "os", "python", "onnxruntime", "rclpy",
+                "load_avg_1min_start", "load_avg_1min_end"):
+        assert machine.get(key) not in (None, ""), key
+    node = raw["node"]
+    for key in ("backend", "device", "precision"):  # as the node reported them
+        assert node[key] and node[key] == node["diagnostics"][key], key
+    assert "error" not in node["parameters"] and node["parameters"]["backend"] == node["backend"]
+    settings, results = raw["settings"], raw["results"]
+    assert raw["bundle"]["model_sha256"] and raw["bundle"]["input_size"] == settings["size"]
+    assert settings["export_config"] or settings["bundle"]
+    # the page is the rendering of the JSON, nothing typed by hand
     text = (REPO / "docs" / "benchmarks.md").read_text(encoding="utf-8")
     block = bench.MARK_START + _block(text, bench.MARK_START, bench.MARK_END) + bench.MARK_END
-    machine = block.split("all five outputs in.\n\n", 1)[1].split("\n\n```bash", 1)[0]
-    cmd = block.split("```bash\n", 1)[1].split("\n```", 1)[0]
-    assert bench.markdown(raw, cmd, machine) == block
-    args = cmd.split()  # the shown command is the one the JSON was measured with
-    assert float(args[args.index("--minutes") + 1]) == raw["minutes"]
-    assert float(args[args.index("--rate") + 1]) == raw["rate_hz"]
-    assert [int(v) for v in args[args.index("--size") + 1:][:2]] == raw["size"]
-    assert raw["bundle"] in args
+    assert bench.render(raw) == block, \
+        "docs/benchmarks.md is out of date: run .venv/bin/python benchmarks/node_soak.py --render"
+    shown = dict(raw, note=None)  # no field was missing (render writes "?" for one)
+    assert "?" not in bench._machine_line(shown) + bench._notes(shown)
+    # the shown command is the one the JSON was measured with
+    args = shlex.split(raw["command"])
+    assert float(args[args.index("--minutes") + 1]) == settings["minutes"] == results["minutes"]
+    assert float(args[args.index("--rate") + 1]) == settings["rate_hz"] == results["rate_hz"]
+    assert [int(v) for v in args[args.index("--size") + 1:][:2]] == settings["size"]
+    assert (settings["export_config"] or settings["bundle"]) in args
+    # the memory summary is that of the raw samples
+    rss = [r for _, r, _ in raw["samples"]]
+    assert abs(results["rss_mb"]["start"] - rss[0]) < 1e-3
+    assert abs(results["rss_mb"]["max"] - max(rss)) < 1e-3
+    assert len(results["per_minute"]) == math.ceil(results["minutes"])
