@@ -58,3 +58,16 @@ def test_atomic_directory_removes_partials_left_by_a_killed_write(tmp_path):
     with atomic_directory(out) as tmp:
         (tmp / "meta.json").write_text("{}")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bundle"]
+
+
+def test_atomic_write_gives_the_usual_file_mode(tmp_path):
+    """mkstemp's temp files are 0600; a written result (JSON, docs, manifests) must not be."""
+    import os
+
+    from mbmt_ros.io import atomic_write_text
+
+    mask = os.umask(0o022)
+    os.umask(mask)
+    target = tmp_path / "results.json"
+    atomic_write_text(target, "{}\n")
+    assert target.stat().st_mode & 0o777 == 0o666 & ~mask
