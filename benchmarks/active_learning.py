@@ -30,7 +30,6 @@ import json
 import logging
 import platform
 import shutil
-import subprocess
 import sys
 import time
 import zipfile
@@ -41,6 +40,9 @@ from typing import Any
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/: shared provenance
+from provenance import git  # noqa: E402
+
 RESULTS = ROOT / "benchmarks" / "results" / "active_learning.json"
 DOC = ROOT / "docs" / "results.md"
 BEGIN, END = "<!-- active-learning:begin -->", "<!-- active-learning:end -->"
@@ -181,14 +183,11 @@ def label_round(root: Path, bundle: Path, strategy: str, seed: int, work: Path,
 
 # --------------------------------------------------------------------------- study
 def _commit() -> str:
-    try:
-        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True,
-                             text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=ROOT, capture_output=True,
-                               text=True).stdout.strip()
-        return sha + ("+dirty" if dirty else "")
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
+    sha = git("rev-parse", "HEAD")
+    if sha == "unknown":
+        return sha
+    dirty = git("status", "--porcelain").strip()
+    return sha + ("+dirty" if dirty and dirty != "unknown" else "")
 
 
 def run_study(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:

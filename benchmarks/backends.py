@@ -44,6 +44,9 @@ from typing import Any
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/: shared provenance
+from provenance import cpu_model  # noqa: E402
+
 DOC = REPO / "docs" / "benchmarks.md"
 BEGIN, END = "<!-- backends-table:begin -->", "<!-- backends-table:end -->"
 SECTION = "## Inference backends"
@@ -194,14 +197,7 @@ def machine() -> dict[str, Any]:
     import onnxruntime
     import torch
 
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = cpu_model() or platform.processor() or platform.machine()
     mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
     info = {"cpu": cpu, "cpu_count": os.cpu_count(), "ram_gib": round(mem, 1),
             "os": platform.platform(), "python": platform.python_version(),

@@ -28,6 +28,9 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/: shared provenance
+from provenance import git  # noqa: E402
+
 sys.path.insert(0, str(ROOT))
 
 SECTION = "## Data loading"
@@ -149,15 +152,10 @@ def main() -> int:
             print(f"loader {name}: {rate:.1f} samples/s ({workers} workers)", flush=True)
     train = train_rate(size, args.batch_size, args.steps)
     print(f"tiny model training step: {train:.1f} samples/s", flush=True)
-    import subprocess
-
     from mbmt_ros.io import atomic_write_json
 
-    def git(*a: str) -> str:
-        return subprocess.run(["git", *a], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-
     raw = {"command": " ".join(["benchmarks/data_loader.py", *argv]),
-           "git_commit": git("rev-parse", "HEAD") or "unknown",
+           "git_commit": git("rev-parse", "HEAD"),
            "git_dirty": bool(git("status", "--porcelain", "--untracked-files=no")),
            "date_utc": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
            "machine": {"cpu": platform.processor() or platform.machine(),

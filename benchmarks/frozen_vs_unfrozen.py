@@ -26,6 +26,9 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/: shared provenance
+from provenance import git  # noqa: E402
+
 RAW = REPO / "benchmarks" / "results" / "frozen_vs_unfrozen.json"
 DOC = REPO / "docs" / "benchmarks.md"
 MARKER = "training-frozen"  # benchmarks/docs_tables.py GENERATORS key
@@ -125,10 +128,6 @@ def render(raw: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _git(*args: str) -> str:
-    return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True).stdout.strip()
-
-
 def write_doc(raw: dict, doc: Path) -> None:
     """Re-render this script's generated block of ``doc`` (the rest of the page is kept)."""
     sys.path.insert(0, str(Path(__file__).parent))
@@ -169,8 +168,8 @@ def main() -> int:
     omp = os.environ.get("OMP_NUM_THREADS")
     raw = {"command": (f"OMP_NUM_THREADS={omp} " if omp else "") + " ".join(
                [".venv/bin/python benchmarks/frozen_vs_unfrozen.py", *argv]),
-           "git_commit": _git("rev-parse", "HEAD") or "unknown",
-           "git_dirty": bool(_git("status", "--porcelain", "--untracked-files=no")),
+           "git_commit": git("rev-parse", "HEAD"),
+           "git_dirty": bool(git("status", "--porcelain", "--untracked-files=no")),
            "date_utc": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
            "torch": rows[0]["torch"], "python": platform.python_version(),
            "machine": {"arch": platform.machine(), "cpu": platform.processor() or platform.machine(),

@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -25,6 +24,9 @@ from typing import Any
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/: shared provenance
+from provenance import git  # noqa: E402
+
 OUT = REPO / "benchmarks" / "results" / "model_sizes.json"
 
 
@@ -97,14 +99,6 @@ def measure(config: dict[str, Any] | None, key: str, size: list[int]) -> dict[st
                                     "params_by_part")}
 
 
-def _git(*args: str) -> str:
-    try:
-        return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True,
-                              check=True, timeout=30).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-
-
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -126,8 +120,8 @@ def main(argv: list[str] | None = None) -> int:
               flush=True)
     atomic_write_json(args.out, {
         "command": " ".join(["benchmarks/model_sizes.py", *argv]),
-        "git_commit": _git("rev-parse", "HEAD"),
-        "git_dirty": bool(_git("status", "--porcelain", "--untracked-files=no")),
+        "git_commit": git("rev-parse", "HEAD"),
+        "git_dirty": bool(git("status", "--porcelain", "--untracked-files=no")),
         "date_utc": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "versions": {"timm": timm.__version__, "torch": torch.__version__,
                      "python": platform.python_version()},

@@ -41,6 +41,9 @@ from typing import Any
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/: shared provenance
+from provenance import cpu_model, git  # noqa: E402
+
 BIN = Path(sys.executable).parent
 IMAGE_TOPICS = ("segmentation", "segmentation/color", "depth", "normals", "normals/color")
 MODELS = {"tiny": ROOT / "config" / "train" / "model_tiny.yaml",
@@ -183,23 +186,10 @@ def measure_node(bundle: Path, backend: str, precision: str, device: str, image:
     return {"diagnostics": diag, "e2e_ms": e2e}
 
 
-def _git(*args: str) -> str:
-    try:
-        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True,
-                              check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-
-
 def machine() -> dict[str, Any]:
     import onnxruntime
 
-    cpu = platform.machine()
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            cpu = line.split(":", 1)[1].strip()
-            break
-    return {"cpu": cpu, "cpu_count": os.cpu_count(), "os": platform.platform(),
+    return {"cpu": cpu_model() or platform.machine(), "cpu_count": os.cpu_count(), "os": platform.platform(),
             "python": platform.python_version(), "onnxruntime": onnxruntime.__version__,
             "load_avg_1min_start": round(os.getloadavg()[0], 2)}
 
@@ -293,7 +283,7 @@ def main(argv: list[str] | None = None) -> int:
     data: dict[str, Any] = {
         "command": " ".join(["scripts/ros_isolated .venv/bin/python benchmarks/node_latency.py",
                              *(argv if argv is not None else sys.argv[1:])]),
-        "git_commit": _git("rev-parse", "HEAD"), "git_dirty": bool(_git("status", "--porcelain")),
+        "git_commit": git("rev-parse", "HEAD"), "git_dirty": bool(git("status", "--porcelain")),
         "date_utc": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "machine": machine(),
         "settings": {"size": list(args.size), "frames": args.frames, "backend": args.backend,
                      "device": args.device, "precision": args.precision,

@@ -48,6 +48,9 @@ from typing import Any
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/: shared provenance
+from provenance import cpu_model, git  # noqa: E402
+
 RESULTS = ROOT / "benchmarks" / "results" / "node_soak.json"
 DOC = ROOT / "docs" / "benchmarks.md"
 OUTPUTS = ("segmentation", "segmentation/color", "depth", "normals", "normals/color")
@@ -293,14 +296,6 @@ def summarise(frames, diag, published, samples, minutes, rate, warmup_s) -> dict
 
 
 # ------------------------------------------------------------------ provenance
-def _git(*args: str) -> str:
-    try:
-        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True,
-                              check=True).stdout.rstrip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-
-
 def _version(module: str) -> str | None:
     try:
         from importlib.metadata import version
@@ -315,15 +310,7 @@ def _version(module: str) -> str | None:
 
 def machine() -> dict[str, Any]:
     """CPU, logical CPUs, OS, Python and library versions, 1-minute load average now."""
-    cpu = platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {"cpu": cpu, "cpu_count": os.cpu_count(), "os": platform.platform(),
+    return {"cpu": cpu_model() or platform.machine(), "cpu_count": os.cpu_count(), "os": platform.platform(),
             "python": platform.python_version(), "onnxruntime": _version("onnxruntime"),
             "rclpy": _version("rclpy"), "numpy": np.__version__,
             "rmw_implementation": os.environ.get("RMW_IMPLEMENTATION"),
@@ -530,11 +517,11 @@ def main(argv: list[str] | None = None) -> int:
         os.execv(str(ROOT / "scripts" / "ros_isolated"),
                  [str(ROOT / "scripts" / "ros_isolated"), sys.executable, __file__, *args_in])
 
-    dirty = [ln[3:] for ln in _git("status", "--porcelain").splitlines() if ln.strip()]
+    dirty = [ln[3:] for ln in git("status", "--porcelain").splitlines() if ln.strip()]
     raw: dict[str, Any] = {
         "command": "scripts/ros_isolated .venv/bin/python benchmarks/node_soak.py "
                    + shlex.join(args_in),
-        "git_commit": _git("rev-parse", "HEAD"), "git_dirty": bool(dirty),
+        "git_commit": git("rev-parse", "HEAD"), "git_dirty": bool(dirty),
         "git_dirty_files": dirty,
         "date_utc": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "machine": machine(), "note": args.note or None,

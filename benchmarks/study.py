@@ -41,6 +41,9 @@ from typing import Any
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/: shared provenance
+from provenance import git  # noqa: E402
+
 RESULTS = REPO / "benchmarks" / "results" / "study_cpu30"
 
 #: The budgets (``--set`` overrides applied to both pipelines). ``cpu30``: the budget of the
@@ -122,19 +125,11 @@ _LOWER = {"depth.abs_err", "depth.rel_err", "depth.rmse", "depth.log_rmse", "nor
           "normals.median"}
 
 
-def _git(*args: str) -> str:
-    try:
-        return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True,
-                              check=True, timeout=30).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-
-
 def provenance(argv: list[str], budget: str) -> dict[str, Any]:
     """Who produced the raw file: command, commit, budget, machine."""
     return {"command": " ".join(["benchmarks/study.py", *argv]),
-            "git_commit": _git("rev-parse", "HEAD"),
-            "git_dirty": bool(_git("status", "--porcelain", "--untracked-files=no")),
+            "git_commit": git("rev-parse", "HEAD"),
+            "git_dirty": bool(git("status", "--porcelain", "--untracked-files=no")),
             "date_utc": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
             "budget": budget, "overrides": BUDGETS[budget],
             "machine": {"cpu_count": os.cpu_count(), "python": platform.python_version(),
