@@ -98,9 +98,9 @@ def open_predictor(bundle_dir: str | os.PathLike[str] | Bundle, backend: str = "
     ``int8`` (TensorRT, or OpenVINO with an INT8 bundle), ``bf16`` (OpenVINO) or ``auto`` - a
     backend that cannot honour it (e.g. any CPU backend for fp16) runs fp32 and says so in
     ``predictor.precision``. ``device``: ``cuda``, ``cpu``, ``gpu`` (an Intel GPU: OpenVINO
-    only, refused by the others) or ``auto``; ``predictor.device`` is where it really runs. ``options`` go to the backend (``batch``, ``dynamic_batch``, ``compile``,
-    ``cuda_graphs``, ``engine_cache_dir``, ``num_threads``, ``workspace_mb`` ...; see
-    docs/deployment.md). ``warmup=True`` runs one blank prediction before returning (or call
+    only, refused by the others) or ``auto``; ``predictor.device`` is where it really runs.
+    ``options`` go to the backend (``batch``, ``dynamic_batch``, ``compile``, ``cuda_graphs``,
+    ``engine_cache_dir``, ``num_threads``, ``workspace_mb`` ...; see docs/deployment.md). ``warmup=True`` runs one blank prediction before returning (or call
     ``predictor.warmup()`` yourself, e.g. in a node's configure).
     A bundle given as a path is loaded with its files' SHA-256 checksums verified, so a
     corrupt or truncated ``model.onnx`` / weights file is refused with a message naming it
@@ -119,9 +119,7 @@ def open_predictor(bundle_dir: str | os.PathLike[str] | Bundle, backend: str = "
         raise UnknownBackendError(f"unknown backend {backend!r}; choose 'auto' or one of "
                                   f"{sorted(BACKENDS)}")
     else:
-        if backend != "openvino":
-            precision, device = _nvidia_request(backend, precision, device)
-        predictor = BACKENDS[backend].open(bundle, precision, device, **options)
+        predictor = _open(backend, bundle, precision, device, options)
     if warmup:
         _warm_up(predictor)
     return predictor
@@ -136,6 +134,15 @@ def _warm_up(predictor: Predictor) -> None:
         raise
     _log.info("%s warm-up on %s (%s, %s): %.2f s", predictor.backend, predictor.device,
               predictor.precision, getattr(predictor, "provider", predictor.backend), seconds)
+
+
+def _open(name: str, bundle: Bundle, precision: str, device: str,
+          options: dict[str, Any]) -> Predictor:
+    """Open backend ``name``; OpenVINO takes every precision and device as given, the others
+    get them through :func:`_nvidia_request`."""
+    if name != "openvino":
+        precision, device = _nvidia_request(name, precision, device)
+    return BACKENDS[name].open(bundle, precision, device, **options)
 
 
 def _nvidia_request(backend: str, precision: str, device: str) -> tuple[str, str]:
@@ -170,9 +177,7 @@ def _open_auto(bundle: Bundle, precision: str, device: str, options: dict[str, A
             why = "; ".join(passed) if passed else "it is the first choice"
             _log.info("backend auto: using %s on %s (%s)", name, dev,
                       f"passed over: {why}" if passed else why)
-            if name == "openvino":
-                return BACKENDS[name].open(bundle, precision, dev, **options)
-            return BACKENDS[name].open(bundle, *_nvidia_request(name, precision, dev), **options)
+            return _open(name, bundle, precision, dev, options)
         passed.append(f"{name}/{dev}: {reason}")
     raise BackendError("no inference backend is usable here: " + "; ".join(passed)
                        + ". Install onnxruntime (`pip install onnxruntime`) at least.")
