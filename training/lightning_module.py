@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from mbmt_ros.tasks import DEPTH, SEGMENTATION, TASKS
+from training.deep_supervision import deep_supervision_losses
 from training.errors import ConfigError, TrainingError
 from training.losses import compute_losses
 from training.weighting import make_weighting
@@ -95,8 +96,6 @@ class MultiTaskModule(pl.LightningModule):
         if not (self.training and self.deep_supervision):
             self._outputs = self.model(*inputs)
             return compute_losses(self._outputs, batch, self.loss_tasks)
-        from mbmt_ros.models.mtinet import deep_supervision_losses
-
         self._outputs, aux = self.model(*inputs, return_aux=True)
         losses = compute_losses(self._outputs, batch, self.loss_tasks)
         initial, self._aux_loss = deep_supervision_losses(

@@ -6,8 +6,12 @@ and :func:`model_summary` (parameter / FLOP table).
 """
 from __future__ import annotations
 
-from . import architectures as _architectures  # noqa: F401  (registers the built-in archs)
+# Importing the architectures registers them in the (leaf) factory registry.
+from . import architectures as _architectures  # noqa: F401
+from . import mtinet as _mtinet  # noqa: F401
+from . import mtunet as _mtunet  # noqa: F401
 from .backbone import STRIDES, Backbone, create_backbone
+from .base import MultiTaskModel
 from .checkpoint import (
     CHECKPOINT_FILENAME,
     load_backbone_weights,
@@ -28,5 +32,5 @@ __all__ = [
     "load_model", "load_weights", "read_checkpoint_config", "read_checkpoint_metadata",
     "resolve_checkpoint_path", "save_model", "available_models", "build_model",
     "register_model", "resolve_model_config", "FUSION_MODES", "FeatureFusion",
-    "DenseMultiTaskNet", "model_summary",
+    "DenseMultiTaskNet", "MultiTaskModel", "model_summary",
 ]

@@ -13,6 +13,7 @@ from typing import Any
 from ..errors import ModelConfigError
 from ..tasks import SEGMENTATION
 from .backbone import Backbone, create_backbone
+from .checkpoint import load_backbone_weights
 from .encoder import MultiBackboneEncoder
 from .factory import register_model
 from .fusion import FUSION_MODES
@@ -107,8 +108,6 @@ def mbmt_net(cfg: dict[str, Any], load_weights: bool = True) -> DenseMultiTaskNe
     names, checkpoints = validate_multi_backbone(cfg)
     backbones = [create_backbone(n) for n in names]
     if checkpoints is not None and load_weights:
-        from .checkpoint import load_backbone_weights
-
         for backbone, path in zip(backbones, checkpoints, strict=True):
             if path is not None:
                 load_backbone_weights(backbone, path)

@@ -18,6 +18,7 @@ from torch import nn
 from ..errors import CheckpointError
 from ..io import atomic_path
 from .backbone import Backbone
+from .factory import build_model
 from .model import backbone_prefix
 from .state_dict import load_state_dict_checked, read_state_dict
 
@@ -117,8 +118,6 @@ def load_weights(model: nn.Module, path: str | os.PathLike[str],
 def load_model(path: str | os.PathLike[str], map_location: str | torch.device = "cpu",
                expected_arch: str | None = None) -> nn.Module:
     """Rebuild the model stored at ``path`` and load its weights (eval mode)."""
-    from .factory import build_model
-
     path = resolve_checkpoint_path(path)
     config = read_checkpoint_config(path)
     if expected_arch is not None and config["arch"] != expected_arch:

@@ -1,7 +1,8 @@
 """Build any registered architecture from the ``model:`` section of a config.
 
 Architectures register a builder and their own config keys with defaults
-(:func:`register_model`); :func:`build_model` merges the defaults, rejects unknown keys
+(:func:`register_model`) when :mod:`mbmt_ros.models` is imported (timm's way: this registry
+is a leaf that imports no architecture, so nothing here can form an import cycle); :func:`build_model` merges the defaults, rejects unknown keys
 and invalid common values with a :class:`~mbmt_ros.errors.ModelConfigError`, calls the
 builder and attaches the resolved config as ``model.config`` so that
 ``build_model(model.config)`` rebuilds the same architecture.
@@ -62,19 +63,13 @@ def register_model(name: str, defaults: Mapping[str, Any] | None = None,
     return decorator
 
 
-def _ensure_registered() -> None:
-    from . import architectures, mtinet, mtunet  # noqa: F401  (registers every arch)
-
-
 def available_models() -> dict[str, str]:
     """Registered architecture names -> one-line descriptions."""
-    _ensure_registered()
     return {name: entry.description for name, entry in sorted(_REGISTRY.items())}
 
 
 def model_config_keys(arch: str) -> set[str]:
     """The keys a ``model:`` config of architecture ``arch`` accepts (empty if unknown)."""
-    _ensure_registered()
     entry = _REGISTRY.get(arch)
     return {"arch", *COMMON_DEFAULTS, *entry.defaults} if entry is not None else set()
 
@@ -98,7 +93,6 @@ def _plain(value: Any) -> Any:
 
 def resolve_model_config(cfg: Mapping[str, Any]) -> dict[str, Any]:
     """Defaults merged, unknown keys rejected, common values validated; returns a new dict."""
-    _ensure_registered()
     if not isinstance(cfg, Mapping):
         raise ModelConfigError(f"the model config must be a mapping, got {type(cfg).__name__}")
     arch = cfg.get("arch")

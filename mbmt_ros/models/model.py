@@ -6,12 +6,11 @@ Every architecture of :mod:`mbmt_ros.models.architectures` (ST, MT, MBMT, teache
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import torch
 from torch import nn
 
-from ..errors import ModelInputError
+from .base import MultiTaskModel
 from .efficientps_head import EfficientPSHead
 from .encoder import MultiBackboneEncoder
 from .task_heads import create_task_head
@@ -25,7 +24,7 @@ def backbone_prefix(index: int) -> str:
     return f"encoder.backbones.{index}.body."
 
 
-class DenseMultiTaskNet(nn.Module):
+class DenseMultiTaskNet(MultiTaskModel):
     """Encoder -> two-way FPN -> per task (EfficientPS semantic head -> task head).
 
     ``forward(image)`` (or ``forward(image, extra)`` for a multi-modal teacher) returns a
@@ -39,11 +38,7 @@ class DenseMultiTaskNet(nn.Module):
     def __init__(self, encoder: MultiBackboneEncoder, tasks: Sequence[str], num_classes: int,
                  fpn_channels: int = 256, head_channels: int = 128,
                  task_hidden_channels: int = 256, extra_channels: int = 0) -> None:
-        super().__init__()
-        self.tasks: tuple[str, ...] = tuple(tasks)
-        self.num_classes = int(num_classes)
-        self.extra_channels = int(extra_channels)
-        self.config: dict[str, Any] = {}
+        super().__init__(tasks, num_classes, extra_channels)
         self.encoder = encoder
         self.fpn = TwoWayFPN(encoder.out_channels, fpn_channels)
         self.decoders = nn.ModuleDict(
@@ -54,22 +49,7 @@ class DenseMultiTaskNet(nn.Module):
 
     def forward(self, image: torch.Tensor,
                 extra: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-        if image.dim() != 4 or image.shape[1] != 3:
-            raise ModelInputError(
-                f"expected a normalised RGB batch (N, 3, H, W), got shape {tuple(image.shape)}")
-        inputs = [image]
-        if self.extra_channels:
-            if extra is None or extra.dim() != 4 or extra.shape[1] != self.extra_channels:
-                got = None if extra is None else tuple(extra.shape)
-                raise ModelInputError(
-                    f"this multi-modal model needs forward(image, extra) with extra of shape "
-                    f"(N, {self.extra_channels}, H, W), got {got}")
-            inputs.append(extra)
-        elif extra is not None:
-            raise ModelInputError("this model takes only an image; extra input given")
+        inputs = self.check_inputs(image, extra)
         size = (int(image.shape[-2]), int(image.shape[-1]))
         pyramid = self.fpn(self.encoder(*inputs))
         return {t: self.heads[t](self.decoders[t](pyramid), size) for t in self.tasks}
-
-    def backbone_names(self) -> list[str]:
-        return [b.name for b in self.encoder.backbones]

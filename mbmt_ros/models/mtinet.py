@@ -24,22 +24,24 @@ Deep supervision: ``forward(image, return_aux=True)`` returns ``(outputs, aux)``
 ``aux`` is a list, finest scale (1/4) first, of dicts front-end task -> initial prediction
 resized to the input size (same conventions as the outputs; ``edges`` are logits); a plain
 ``forward(image)`` does not compute them. The paper trains them with the same losses and
-weights as the final predictions: :func:`deep_supervision_losses` gives those terms, with
-:func:`edge_loss` for the auxiliary ``edges`` task (targets from :func:`semantic_edges`).
+weights as the final predictions: ``training.deep_supervision`` computes those terms (the
+losses belong to training, not to the network).
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import ModelConfigError, ModelInputError
-from ..tasks import DEPTH, IGNORE_INDEX, NORMALS, SEGMENTATION, TASKS
+from ..errors import ModelConfigError
+from ..tasks import DEPTH, NORMALS, SEGMENTATION, TASKS
 from .architectures import extra_modality_channels, validate_multi_backbone
 from .backbone import STRIDES, Backbone, create_backbone, create_timm_model
+from .base import MultiTaskModel
+from .checkpoint import load_backbone_weights
 from .encoder import MultiBackboneEncoder
 from .factory import register_model
 from .mtinet_blocks import (
@@ -56,8 +58,7 @@ from .two_way_fpn import TwoWayFPN
 
 __all__ = [
     "EDGES", "AUX_TASKS", "NECKS", "MTINetDecoder", "MTINet", "mtinet", "mti_teacher",
-    "semantic_edges", "edge_loss", "finalize_prediction", "create_mti_backbone", "check_inputs",
-    "deep_supervision_losses",
+    "finalize_prediction", "create_mti_backbone",
 ]
 
 #: The auxiliary semantic-edge task (front-end only; targets derived from segmentation).
@@ -145,7 +146,7 @@ class MTINetDecoder(nn.Module):
         return outputs, aux
 
 
-class MTINet(nn.Module):
+class MTINet(MultiTaskModel):
     """Encoder (+ optional FPN neck) + :class:`MTINetDecoder`.
 
     ``forward(image)`` (``forward(image, extra)`` for the teacher) returns a dict task ->
@@ -162,12 +163,8 @@ class MTINet(nn.Module):
                  task_channels: int | Sequence[int] | None = None,
                  aggregation_channels: int = 128, fpm: bool = True,
                  extra_channels: int = 0) -> None:
-        super().__init__()
-        self.tasks: tuple[str, ...] = tuple(tasks)
+        super().__init__(tasks, num_classes, extra_channels)
         self.aux_tasks: tuple[str, ...] = tuple(aux_tasks)
-        self.num_classes = int(num_classes)
-        self.extra_channels = int(extra_channels)
-        self.config: dict[str, Any] = {}
         self.encoder = encoder
         channels = list(encoder.out_channels)
         self.neck: nn.Module = nn.Identity()
@@ -183,107 +180,10 @@ class MTINet(nn.Module):
 
     def forward(self, image: torch.Tensor, extra: torch.Tensor | None = None, *,
                 return_aux: bool = False):
-        inputs = check_inputs(image, extra, self.extra_channels)
+        inputs = self.check_inputs(image, extra)
         size = (int(image.shape[-2]), int(image.shape[-1]))
         outputs, aux = self.decoder(self.neck(self.encoder(*inputs)), size, with_aux=return_aux)
         return (outputs, aux) if return_aux else outputs
-
-    def backbone_names(self) -> list[str]:
-        return [b.name for b in self.encoder.backbones]
-
-
-def check_inputs(image: torch.Tensor, extra: torch.Tensor | None,
-                 extra_channels: int) -> list[torch.Tensor]:
-    """``[image]`` or ``[image, extra]`` after checking shapes (a ``ModelInputError`` if bad)."""
-    if image.dim() != 4 or image.shape[1] != 3:
-        raise ModelInputError(
-            f"expected a normalised RGB batch (N, 3, H, W), got shape {tuple(image.shape)}")
-    if not extra_channels:
-        if extra is not None:
-            raise ModelInputError("this model takes only an image; an extra input was given")
-        return [image]
-    if extra is None or extra.dim() != 4 or extra.shape[1] != extra_channels \
-            or extra.shape[-2:] != image.shape[-2:]:
-        got = None if extra is None else tuple(extra.shape)
-        raise ModelInputError(
-            f"this multi-modal teacher needs forward(image, extra) with extra of shape "
-            f"(N, {extra_channels}, H, W) at the image's size, got {got}")
-    return [image, extra]
-
-
-# ---------------------------------------------------------------- auxiliary edge task
-
-def semantic_edges(segmentation: torch.Tensor, ignore_index: int = IGNORE_INDEX
-                   ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Semantic-boundary targets from ``(N, H, W)`` class ids: ``(edges, valid)``.
-
-    ``edges`` ``(N, 1, H, W)`` float is 1 where a 4-neighbour has another valid class;
-    ``valid`` ``(N, 1, H, W)`` bool is False on void pixels (``ignore_index``).
-    """
-    seg = segmentation.long()
-    valid = seg != ignore_index
-    edges = torch.zeros_like(valid)
-    for dim in (1, 2):  # neighbour below / to the right, marked on both pixels
-        a, b = seg.narrow(dim, 0, seg.shape[dim] - 1), seg.narrow(dim, 1, seg.shape[dim] - 1)
-        va, vb = valid.narrow(dim, 0, seg.shape[dim] - 1), valid.narrow(dim, 1, seg.shape[dim] - 1)
-        diff = (a != b) & va & vb
-        edges.narrow(dim, 0, seg.shape[dim] - 1).logical_or_(diff)
-        edges.narrow(dim, 1, seg.shape[dim] - 1).logical_or_(diff)
-    return edges.unsqueeze(1).float(), valid.unsqueeze(1)
-
-
-def edge_loss(logits: torch.Tensor, segmentation: torch.Tensor,
-              labelled: torch.Tensor | None = None, pos_weight: float = 0.95
-              ) -> torch.Tensor | None:
-    """The paper's edge loss: binary cross-entropy with edge pixels weighted ``pos_weight``
-    and the others ``1 - pos_weight``, averaged over valid pixels of labelled samples
-    (``None`` if there are none). ``logits`` ``(N, 1, H, W)``, ``segmentation`` ``(N, H, W)``.
-    """
-    if labelled is not None:
-        logits, segmentation = logits[labelled], segmentation[labelled]
-    target, valid = semantic_edges(segmentation)
-    if not bool(valid.any()):
-        return None
-    weight = torch.where(target > 0.5, pos_weight, 1.0 - pos_weight) * valid
-    loss = F.binary_cross_entropy_with_logits(logits, target, weight=weight, reduction="sum")
-    return loss / valid.sum()
-
-
-def deep_supervision_losses(
-    aux: Sequence[Mapping[str, torch.Tensor]], batch: Mapping[str, Any],
-    loss_tasks: Iterable[str], aux_tasks: Iterable[str],
-    compute_losses: Callable[..., dict[str, torch.Tensor]],
-) -> tuple[dict[str, torch.Tensor], torch.Tensor | None]:
-    """Losses of MTI-Net's initial predictions (``aux`` of ``forward(..., return_aux=True)``).
-
-    Returns ``(per_task, auxiliary)``: ``per_task`` sums each of ``loss_tasks`` over the
-    scales (add it to that task's final loss, so the loss weighting treats both alike, as the
-    paper does); ``auxiliary`` is the unweighted sum over scales of the front-end-only tasks
-    (``edges`` with :func:`edge_loss`, others with ``compute_losses``), or ``None``.
-    ``compute_losses(outputs, batch, tasks)`` is the trainer's per-task loss function
-    (``training.losses.compute_losses``); tasks without labelled pixels are skipped.
-    """
-    loss_tasks, aux_tasks = list(loss_tasks), list(aux_tasks)
-    per_task: dict[str, torch.Tensor] = {}
-    extra: list[torch.Tensor] = []
-    for scale in aux:
-        for task, value in compute_losses(scale, batch, loss_tasks).items():
-            per_task[task] = per_task[task] + value if task in per_task else value
-        for task in aux_tasks:
-            if task == EDGES:
-                seg = batch.get(SEGMENTATION)
-                if seg is None:
-                    continue
-                flags = batch.get(f"has_{SEGMENTATION}")
-                labelled = None if flags is None else torch.as_tensor(
-                    flags, device=scale[EDGES].device).reshape(-1).bool()
-                value = edge_loss(scale[EDGES], torch.as_tensor(seg, device=scale[EDGES].device),
-                                  labelled)
-            else:
-                value = compute_losses(scale, batch, [task]).get(task)
-            if value is not None:
-                extra.append(value)
-    return per_task, (torch.stack(extra).sum() if extra else None)
 
 
 # ---------------------------------------------------------------- config -> model
@@ -380,8 +280,6 @@ def mtinet(cfg: dict[str, Any], load_weights: bool = True) -> MTINet:
     backbones = [create_mti_backbone(n, pretrained=p, hrnet_branches=cfg["hrnet_branches"])
                  for n, p in zip(names, paths, strict=True)]
     if checkpoints is not None and load_weights:
-        from .checkpoint import load_backbone_weights
-
         for backbone, path in zip(backbones, checkpoints, strict=True):
             if path is not None:
                 load_backbone_weights(backbone, path)

@@ -29,8 +29,8 @@ from torch import nn
 
 from ..errors import ModelConfigError
 from ..tasks import NORMALS
+from .base import MultiTaskModel
 from .factory import register_model
-from .mtinet import check_inputs
 from .mtunet_blocks import AttentionDecoderBlock, Bottleneck, DenseEncoderBlock
 from .task_heads import task_output_channels
 
@@ -42,7 +42,7 @@ _BLOCKS = 4
 CROSS_FROM, CROSS_TO = 2, 3
 
 
-class MTUNet(nn.Module):
+class MTUNet(MultiTaskModel):
     """Dense U-Net encoder + per-task attention decoders with cross-task skips.
 
     ``forward(image)`` returns a dict task -> tensor at the input size (``segmentation``
@@ -52,11 +52,8 @@ class MTUNet(nn.Module):
 
     def __init__(self, tasks: Sequence[str], num_classes: int, base_channels: int = 64,
                  dropout: float = 0.1, cross_talk: bool = True) -> None:
-        super().__init__()
-        self.tasks: tuple[str, ...] = tuple(tasks)
-        self.num_classes = int(num_classes)
+        super().__init__(tasks, num_classes)
         self.cross_talk = bool(cross_talk) and len(self.tasks) > 1
-        self.config: dict[str, Any] = {}
         widths = [base_channels * 2 ** i for i in range(_BLOCKS)]
         blocks, in_ch = [], 3
         for width in widths:
@@ -84,7 +81,7 @@ class MTUNet(nn.Module):
             for t in self.tasks})
 
     def forward(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
-        check_inputs(image, None, 0)
+        self.check_inputs(image)
         height, width = int(image.shape[-2]), int(image.shape[-1])
         multiple = 2 ** _BLOCKS
         x = F.pad(image, (0, (-width) % multiple, 0, (-height) % multiple))

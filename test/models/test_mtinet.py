@@ -13,14 +13,7 @@ from conftest import TINY_BACKBONE
 from mbmt_ros.errors import ModelConfigError, ModelInputError
 from mbmt_ros.models import build_model, load_model, save_model
 from mbmt_ros.models.backbone import create_backbone
-from mbmt_ros.models.mtinet import (
-    EDGES,
-    MTINetDecoder,
-    create_mti_backbone,
-    deep_supervision_losses,
-    edge_loss,
-    semantic_edges,
-)
+from mbmt_ros.models.mtinet import EDGES, MTINetDecoder, create_mti_backbone
 from mbmt_ros.models.mtinet_blocks import (
     BasicResidualBlock,
     FeatureAggregation,
@@ -29,6 +22,7 @@ from mbmt_ros.models.mtinet_blocks import (
     MultiModalDistillation,
     SqueezeExcitation,
 )
+from training.deep_supervision import deep_supervision_losses, edge_loss, semantic_edges
 
 H, W = 33, 47  # odd sizes: every output must still be at the input size
 REPO = Path(__file__).resolve().parents[2]

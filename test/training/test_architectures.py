@@ -52,7 +52,7 @@ def batch(n: int = 2, h: int = 32, w: int = 32, has_seg=None) -> dict:
 
 
 def test_deep_supervision_adds_initial_and_auxiliary_losses_in_training_only():
-    from mbmt_ros.models.mtinet import deep_supervision_losses
+    from training.deep_supervision import deep_supervision_losses
     from training.lightning_module import MultiTaskModule
     from training.losses import compute_losses
 
