@@ -117,14 +117,13 @@ def oracle_export(task: Path, out: Path, root: Path, oracle: dict[int, np.ndarra
 # --------------------------------------------------------------------------- training
 def train_round(root: Path, run: Path, seed: int, args: argparse.Namespace) -> Path:
     """Teacher -> pseudo labels -> student with the tiny config's stages; the student bundle."""
-    import yaml
 
-    from training.config import parse_config
+    from training.config import parse_config, read_config
     from training.export import export_bundle
     from training.run_dir import RunDir
     from training.stages import run_pipeline
 
-    tiny = yaml.safe_load((ROOT / "config" / "train" / "tiny.yaml").read_text())
+    tiny = read_config(ROOT / "config" / "train" / "tiny.yaml")
     stages = {s["name"]: s for s in tiny["stages"]}
     manifest = str(root / "manifest.json")
     raw = {

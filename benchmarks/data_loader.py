@@ -74,11 +74,11 @@ def loader_rate(root: Path, batch_size: int, epochs: int, workers: int) -> float
 def train_rate(size: tuple[int, int], batch_size: int, steps: int) -> float:
     """Samples/s of forward + backward + Adam step of the tiny model on the CPU."""
     import torch
-    import yaml
 
     from mbmt_ros.models import build_model
+    from training.config import read_config
 
-    cfg = yaml.safe_load((ROOT / "config" / "train" / "model_tiny.yaml").read_text())["model"]
+    cfg = read_config(ROOT / "config" / "train" / "model_tiny.yaml")["model"]
     torch.manual_seed(0)
     model = build_model(cfg).train()
     params = [p for p in model.parameters() if p.requires_grad]

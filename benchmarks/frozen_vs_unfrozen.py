@@ -41,16 +41,16 @@ def _measure(args: argparse.Namespace, frozen: bool) -> dict:
     import resource
 
     import torch
-    import yaml
 
     from mbmt_ros.models import build_model
+    from training.config import read_config
     from training.losses import compute_losses
     from training.weighting import make_weighting
 
     torch.manual_seed(0)
     if args.threads:
         torch.set_num_threads(args.threads)
-    raw = yaml.safe_load(Path(args.config).read_text())
+    raw = read_config(args.config)
     cfg = dict(raw["model"], backbone_checkpoints=None, freeze_backbones=frozen)
     device = torch.device(args.device)
     model = build_model(cfg).to(device).train()

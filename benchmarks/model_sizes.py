@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-import yaml
+from training.config import read_config
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/: shared provenance
@@ -31,7 +31,7 @@ OUT = REPO / "benchmarks" / "results" / "model_sizes.json"
 
 
 def _shipped(name: str) -> dict[str, Any]:
-    model = yaml.safe_load((REPO / "config" / "train" / f"{name}.yaml").read_text())["model"]
+    model = read_config(REPO / "config" / "train" / f"{name}.yaml")["model"]
     return {k: v for k, v in model.items() if k not in ("pretrained", "backbone_checkpoints")}
 
 

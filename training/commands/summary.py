@@ -13,6 +13,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from training.config import read_config
 from training.errors import ConfigError
 
 __all__ = ["add_arguments", "run", "load_config", "format_summary"]
@@ -30,14 +31,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def load_config(path: Path) -> dict[str, Any]:
     """The YAML mapping at ``path``; a ``ConfigError`` if missing, unreadable or no mapping."""
-    import yaml
-
-    if not path.is_file():
-        raise ConfigError(f"config file {path} does not exist")
-    try:
-        cfg = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as exc:
-        raise ConfigError(f"cannot read config {path}: {exc}") from exc
+    cfg = read_config(path)
     if not isinstance(cfg, dict) or not isinstance(cfg.get("model"), dict):
         raise ConfigError(f"config {path} must be a mapping with a 'model:' section")
     return cfg

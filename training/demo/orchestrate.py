@@ -24,10 +24,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from mbmt_ros.io import atomic_write_json, atomic_write_text
 from mbmt_ros.resources import share_file
+from training.config import read_config
 from training.demo.budget import get_budget
 from training.errors import ConfigError, MbmtError, TrainingError
 
@@ -159,7 +158,7 @@ def _run(out: Path, budget: str, device: str, config: str | Path | None, progres
         raise ConfigError(f"pipeline config {config} does not exist")
     spec = get_budget(budget)
     device = resolve_device(device)
-    stages = (yaml.safe_load(config.read_text(encoding="utf-8")) or {}).get("stages") or []
+    stages = (read_config(config) or {}).get("stages") or []
     run_dir = out / "run"
     total = 5
 
