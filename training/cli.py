@@ -13,7 +13,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from training.errors import MbmtError
+from mbmt_ros.cli import run_command
 
 # name -> (module under training.commands, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -78,14 +78,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # errors only on the console (the log files keep INFO) and no progress bars
     quiet_console(level=logging.WARNING if args.quiet else None)
     module = _load(args.command)
-    try:
-        return int(module.run(args) or 0)
-    except MbmtError as exc:
-        print(f"mbmt-train {args.command}: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(f"mbmt-train {args.command}: interrupted", file=sys.stderr)
-        return 130
+    return run_command("mbmt-train", args.command, lambda: module.run(args))
 
 
 if __name__ == "__main__":

@@ -3,7 +3,9 @@
 ``mbmt-engine build BUNDLE [--precision fp16] [--batch N]`` builds (or validates) the cached
 engine for this GPU and TensorRT version, so the perception node starts in seconds.
 ``mbmt-engine info BUNDLE`` prints the bundle's meta data and its cached engines.
-Errors are printed as one line and exit with status 2.
+``mbmt-engine verify BUNDLE [--backend B --precision P --device D]`` runs that path on the
+bundle's reference set and prints its figures against the FP32 reference (exit 1: a figure
+is outside its limit). Errors are printed as one line and exit with status 2.
 """
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from mbmt_ros.errors import MbmtError
+from mbmt_ros.cli import run_command
 from mbmt_ros.runtime.bundle import Bundle
 from mbmt_ros.runtime.cuda_device import DEFAULT_WORKSPACE_MB
 from mbmt_ros.runtime.engine_cache import cache_dir, list_engines
@@ -47,6 +49,18 @@ def build_parser() -> argparse.ArgumentParser:
                                                             "engine is cached")
     build.add_argument("--skip-check", action="store_true",
                        help="do not run the static TensorRT-readiness check of the graphs")
+    verify = sub.add_parser("verify", help="check a backend/precision/device on the bundle's "
+                                           "reference set")
+    verify.add_argument("bundle", help="model bundle folder")
+    verify.add_argument("--backend", default="auto",
+                        choices=("auto", "tensorrt", "onnxruntime", "openvino", "torch"))
+    verify.add_argument("--precision", default="auto",
+                        choices=("auto", "fp32", "fp16", "bf16", "int8"))
+    verify.add_argument("--device", default="auto", choices=("auto", "cuda", "cpu", "gpu"))
+    verify.add_argument("--allow-fallback", action="store_true",
+                        help="accept a precision/device other than the one asked for (WARN)")
+    verify.add_argument("--engine-dir", help="engine cache folder (default BUNDLE/engines)")
+    verify.add_argument("--json", action="store_true", help="print the result as JSON")
     info = sub.add_parser("info", help="print the bundle's meta data and cached engines")
     info.add_argument("bundle", help="model bundle folder")
     info.add_argument("--engine-dir", help="engine cache folder (default BUNDLE/engines)")
@@ -111,6 +125,40 @@ def _check_graphs(bundle: Bundle) -> None:
                                      f"(`mbmt-train export`), or pass --skip-check") from exc
 
 
+def _verify(args: argparse.Namespace) -> int:
+    """Open the path asked for (fallback policy applies) with the reference check; 0 when it
+    passes, 1 when a figure is outside its limit, 2 (error) for a bundle without a set."""
+    from mbmt_ros.runtime.errors import BundleError, VerificationError
+    from mbmt_ros.runtime.registry import open_predictor
+
+    bundle = Bundle.load(args.bundle, verify_checksums=True)
+    if bundle.reference_path is None:
+        raise BundleError(f"{bundle.path} has no reference set (reference.npz): it was "
+                          f"exported by an older mbmt_ros; re-export it with `mbmt-train "
+                          f"export` to verify it on this machine")
+    options = {"engine_cache_dir": args.engine_dir} if args.engine_dir else {}
+    try:
+        predictor = open_predictor(bundle, backend=args.backend, precision=args.precision,
+                                   device=args.device, allow_fallback=args.allow_fallback,
+                                   verify=True, **options)
+    except VerificationError as exc:
+        print(f"mbmt-engine verify: FAILED: {exc}", file=sys.stderr)
+        return 1
+    with predictor:
+        result = predictor.verification
+        report = {"result": result.as_dict() if result is not None else None,
+                  **predictor.report()}
+    if args.json:
+        print(json.dumps(report, indent=2, sort_keys=True))
+    else:
+        print(f"path        {report['backend']} {report['precision']} on {report['device']} "
+              f"({report['model_file']}; providers {report['providers']})")
+        if predictor.fallback:
+            print(f"fallback    {predictor.fallback}")
+        print(f"verify      {report['verify']}")
+    return 0
+
+
 def _info(args: argparse.Namespace) -> int:
     bundle = Bundle.load(args.bundle)
     meta = bundle.meta
@@ -165,14 +213,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         datefmt="%H:%M:%S")
-    try:
-        return _build(args) if args.command == "build" else _info(args)
-    except MbmtError as exc:
-        print(f"mbmt-engine {args.command}: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(f"mbmt-engine {args.command}: interrupted", file=sys.stderr)
-        return 130
+    return run_command("mbmt-engine", args.command,
+                       lambda: _build(args) if args.command == "build" else _info(args))
 
 
 if __name__ == "__main__":
