@@ -6,7 +6,7 @@ from __future__ import annotations
 
 __all__ = [
     "SEGMENTATION", "DEPTH", "NORMALS", "TASKS", "IGNORE_INDEX", "NO_PREDICTION",
-    "IMAGENET_MEAN", "IMAGENET_STD", "NYU13_CLASSES", "NYU13_PALETTE", "validate_tasks",
+    "IMAGENET_MEAN", "IMAGENET_STD", "UINT8_SCALE", "UINT8_SHIFT", "NYU13_CLASSES", "NYU13_PALETTE", "validate_tasks",
     "default_palette",
 ]
 
@@ -24,6 +24,12 @@ NO_PREDICTION = 255
 #: Input normalisation of every backbone (timm / ImageNet statistics), RGB order.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+#: The normalisation applied to a uint8 RGB pixel, ``(x / 255 - mean) / std``, folded into
+#: ``x * UINT8_SCALE + UINT8_SHIFT`` per channel: the one formula of the data loader
+#: (training) and the exported graph (runtime), so both feed the network the same values.
+UINT8_SCALE: tuple[float, ...] = tuple(1.0 / (255.0 * s) for s in IMAGENET_STD)
+UINT8_SHIFT: tuple[float, ...] = tuple(-m / s for m, s in zip(IMAGENET_MEAN, IMAGENET_STD,
+                                                               strict=True))
 
 #: The 13 NYUv2 classes of Couprie et al. / MTAN (label id = index).
 NYU13_CLASSES: tuple[str, ...] = (

@@ -16,7 +16,7 @@ from .backbone import Backbone, create_backbone
 from .checkpoint import load_backbone_weights
 from .encoder import MultiBackboneEncoder
 from .factory import register_model
-from .fusion import FUSION_MODES
+from .fusion import DEFAULT_FUSION, check_fusion
 from .model import DenseMultiTaskNet
 
 __all__ = ["st_net", "mt_net", "mbmt_net", "teacher_net", "EXTRA_MODALITIES"]
@@ -27,7 +27,7 @@ LOG = logging.getLogger(__name__)
 EXTRA_MODALITIES: tuple[str, ...] = ("depth", SEGMENTATION)
 
 
-def _assemble(cfg: dict[str, Any], backbones: Sequence[Backbone], fusion: str = "cat",
+def _assemble(cfg: dict[str, Any], backbones: Sequence[Backbone], fusion: str = DEFAULT_FUSION,
               streams: Sequence[int] | None = None, frozen: Sequence[bool] | bool = False,
               extra_channels: int = 0) -> DenseMultiTaskNet:
     encoder = MultiBackboneEncoder(backbones, fusion, streams, frozen)
@@ -84,9 +84,7 @@ def validate_multi_backbone(cfg: dict[str, Any]) -> tuple[list[str], list[Any] |
     """Check the shared multi-backbone keys (``backbones``, ``fusion``, ``freeze_backbones``,
     ``backbone_checkpoints``) of MBMT-style models; return the names and checkpoints."""
     names = _name_list(cfg["backbones"], "backbones")
-    if cfg["fusion"] not in FUSION_MODES:
-        raise ModelConfigError(
-            f"unknown model.fusion {cfg['fusion']!r}; choose one of {list(FUSION_MODES)}")
+    check_fusion(cfg["fusion"], "model.fusion")
     if not isinstance(cfg["freeze_backbones"], bool):
         raise ModelConfigError(
             f"model.freeze_backbones must be true or false, got {cfg['freeze_backbones']!r}")
@@ -101,7 +99,7 @@ def validate_multi_backbone(cfg: dict[str, Any]) -> tuple[list[str], list[Any] |
 
 
 @register_model("mbmt", {"backbones": ["efficientnet_b2"] * 3, "backbone_checkpoints": None,
-                         "freeze_backbones": True, "fusion": "cat"},
+                         "freeze_backbones": True, "fusion": DEFAULT_FUSION},
                 "multi-backbone multi-task net: N (frozen, ST-pretrained) backbones fused")
 def mbmt_net(cfg: dict[str, Any], load_weights: bool = True) -> DenseMultiTaskNet:
     """MBMT-Net: N backbones, optionally from ST checkpoints and frozen, fused by CAT/ADD/MUL."""

@@ -17,9 +17,18 @@ from torch import nn
 
 from ..errors import ModelConfigError
 
-__all__ = ["FUSION_MODES", "FeatureFusion", "fused_channels"]
+__all__ = ["FUSION_MODES", "DEFAULT_FUSION", "FeatureFusion", "check_fusion", "fused_channels"]
 
 FUSION_MODES: tuple[str, ...] = ("cat", "add", "mul")
+#: The paper's fusion (concatenation); add / mul are its ablations.
+DEFAULT_FUSION = "cat"
+
+
+def check_fusion(mode: object, key: str = "fusion") -> str:
+    """``mode`` if it names a fusion; else a ``ModelConfigError`` naming ``key`` and the choices."""
+    if mode not in FUSION_MODES:
+        raise ModelConfigError(f"unknown {key} {mode!r}; choose one of {list(FUSION_MODES)}")
+    return str(mode)
 
 
 def fused_channels(mode: str, channels: Sequence[Sequence[int]],
@@ -29,8 +38,7 @@ def fused_channels(mode: str, channels: Sequence[Sequence[int]],
     Raises a ``ModelConfigError`` naming the backbones and channels if ``mode`` is
     element-wise and the channels differ, or if ``mode`` is unknown.
     """
-    if mode not in FUSION_MODES:
-        raise ModelConfigError(f"unknown fusion {mode!r}; choose one of {list(FUSION_MODES)}")
+    check_fusion(mode)
     if not channels:
         raise ModelConfigError("fusion needs at least one backbone")
     scales = len(channels[0])

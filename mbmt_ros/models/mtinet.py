@@ -44,6 +44,7 @@ from .base import MultiTaskModel
 from .checkpoint import load_backbone_weights
 from .encoder import MultiBackboneEncoder
 from .factory import register_model
+from .fusion import DEFAULT_FUSION
 from .mtinet_blocks import (
     FeatureAggregation,
     FeaturePropagation,
@@ -270,7 +271,7 @@ def _pretrained_paths(value: Any, count: int, load_weights: bool) -> list[str | 
 
 @register_model("mtinet", {"backbones": ["hrnet_w18"], "pretrained": None,
                            "backbone_checkpoints": None, "freeze_backbones": False,
-                           "fusion": "cat", **_DECODER_DEFAULTS},
+                           "fusion": DEFAULT_FUSION, **_DECODER_DEFAULTS},
                 "MTI-Net: multi-scale task interaction decoder on one or several fused backbones")
 def mtinet(cfg: dict[str, Any], load_weights: bool = True) -> MTINet:
     """MTI-Net on the (fused) features of ``backbones`` (one HRNet-w18 in the paper)."""

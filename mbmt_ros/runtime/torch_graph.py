@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from mbmt_ros.tasks import DEPTH, IMAGENET_MEAN, IMAGENET_STD, NORMALS, SEGMENTATION, TASKS
+from mbmt_ros.tasks import DEPTH, NORMALS, SEGMENTATION, TASKS, UINT8_SCALE, UINT8_SHIFT
 
 __all__ = ["BundleGraph"]
 
@@ -42,16 +42,16 @@ class BundleGraph(nn.Module):
         if missing:
             raise ValueError(f"the model has no {missing} output (its tasks are {list(own)})")
         self.dtype = dtype
-        # (x / 255 - mean) / std == x * scale - shift, folded into two constants
-        std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
-        mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
-        self.register_buffer("scale", 1.0 / (255.0 * std), persistent=False)
-        self.register_buffer("shift", mean / std, persistent=False)
+        # (x / 255 - mean) / std, folded into two constants (mbmt_ros.tasks.UINT8_SCALE)
+        self.register_buffer("scale", torch.tensor(UINT8_SCALE).view(1, 3, 1, 1),
+                             persistent=False)
+        self.register_buffer("shift", torch.tensor(UINT8_SHIFT).view(1, 3, 1, 1),
+                             persistent=False)
 
     def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, ...]:
         # Cast first: TensorRT needs a uint8 network input to feed a Cast directly (a
         # Transpose on uint8 before the cast leaves TensorRT 10 with an empty network).
-        x = image.to(torch.float32).permute(0, 3, 1, 2) * self.scale - self.shift
+        x = image.to(torch.float32).permute(0, 3, 1, 2) * self.scale + self.shift
         out = self.model(x.to(self.dtype))
         results: list[torch.Tensor] = []
         if SEGMENTATION in self.tasks:

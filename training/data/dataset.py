@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from mbmt_ros.tasks import IGNORE_INDEX, IMAGENET_MEAN, IMAGENET_STD, TASKS, validate_tasks
+from mbmt_ros.tasks import IGNORE_INDEX, TASKS, UINT8_SCALE, UINT8_SHIFT, validate_tasks
 from training.data.layout import Layout, detect_layout, list_indices, load_sample
 from training.data.manifest import Manifest, SampleEntry, open_manifest
 from training.data.sample import Sample
@@ -26,10 +26,8 @@ from training.errors import DataError
 
 __all__ = ["MultiTaskDataset", "sample_to_item", "default_transform", "normalize_image"]
 
-# (x / 255 - mean) / std == x * scale + shift, per channel
-_SCALE = (1.0 / (255.0 * np.asarray(IMAGENET_STD, np.float32))).reshape(3, 1, 1)
-_SHIFT = (-np.asarray(IMAGENET_MEAN, np.float32) / np.asarray(IMAGENET_STD, np.float32)
-          ).reshape(3, 1, 1)
+_SCALE = np.asarray(UINT8_SCALE, np.float32).reshape(3, 1, 1)
+_SHIFT = np.asarray(UINT8_SHIFT, np.float32).reshape(3, 1, 1)
 
 
 def normalize_image(rgb: np.ndarray) -> torch.Tensor:
