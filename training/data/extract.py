@@ -9,8 +9,10 @@ stamp) become segmentation labels. The dataset appears only when complete.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -124,44 +126,16 @@ def extract_bag(bag: str | Path, out: str | Path, rgb_topic: str, depth_topic: s
     if not 0.0 <= val_fraction < 1.0:
         raise DataError(f"--val-fraction must be in [0, 1), got {val_fraction}")
     bag = Path(bag)
-    tolerance_ns = int(round(tolerance_ms * 1e6))
     labels = label_files(labels_dir)
     reader = open_bag(bag)
     try:
-        topics = {rgb_topic: (IMAGE, COMPRESSED), depth_topic: (IMAGE, COMPRESSED)}
-        if info_topic:
-            topics[info_topic] = (CAMERA_INFO,)
-        rgb_stamps: list[int] = []
-        depth_stamps: list[int] = []
-        for m in iter_messages(reader, topics, str(bag)):
-            if m.topic == rgb_topic:
-                rgb_stamps.append(m.stamp_ns)
-            elif m.topic == depth_topic:
-                depth_stamps.append(m.stamp_ns)
-            elif camera is None:
-                camera = camera_from_info(m.msg, f"{bag} {info_topic}")
-        if not rgb_stamps or not depth_stamps:
-            raise DataError(f"{bag}: {len(rgb_stamps)} messages on {rgb_topic} and "
-                            f"{len(depth_stamps)} on {depth_topic}; both are needed")
-        if info_topic and camera is None:
-            raise DataError(f"{bag}: no CameraInfo message on {info_topic}")
-        pairs, lone_rgb, lone_depth = pair_by_stamp(rgb_stamps, depth_stamps, tolerance_ns)
-        if not pairs:
-            raise DataError(
-                f"{bag}: no frame on {rgb_topic} has a depth partner on {depth_topic} within "
-                f"{tolerance_ms} ms (rgb stamps {_fmt(sorted(rgb_stamps))}; depth stamps "
-                f"{_fmt(sorted(depth_stamps))}); raise --tolerance-ms or check the topics")
-        if lone_rgb:
-            log.warning("%d frames on %s have no depth partner within %s ms (skipped): %s",
-                        len(lone_rgb), rgb_topic, tolerance_ms, _fmt(lone_rgb))
-        if lone_depth:
-            log.warning("%d frames on %s have no colour partner (skipped): %s",
-                        len(lone_depth), depth_topic, _fmt(lone_depth))
+        rgb_stamps, depth_stamps, camera = _scan_stamps(reader, bag, rgb_topic, depth_topic,
+                                                        info_topic, camera)
+        pairs, lone_rgb, lone_depth = _pair_frames(bag, rgb_topic, depth_topic, rgb_stamps,
+                                                   depth_stamps, tolerance_ms)
         if camera is None:
             log.warning("no --camera-info topic: surface normals are not derived")
         rank = {r: i for i, (r, _) in enumerate(pairs)}
-        n_train = len(pairs) - int(round(len(pairs) * val_fraction))
-        partner = {d: r for r, d in pairs}
         unused = sorted(str(p) for s, p in labels.items() if s not in rank)
         if unused:
             log.warning("%d label PNGs match no paired RGB frame stamp: %s", len(unused),
@@ -171,40 +145,16 @@ def extract_bag(bag: str | Path, out: str | Path, rgb_topic: str, depth_topic: s
                 "labels": str(labels_dir) if labels_dir else None,
                 "tolerance_ms": tolerance_ms, "unmatched_rgb": lone_rgb,
                 "unmatched_depth": lone_depth, "unused_labels": unused}
-        labelled = 0
         with open_dataset_writer(out, num_classes=num_classes,
                                  class_names=default_class_names(num_classes),
                                  dataset=f"rosbag2:{bag.name}", info=info,
                                  overwrite=overwrite) as writer:
-            pending_rgb: dict[int, np.ndarray] = {}
-            pending_depth: dict[int, np.ndarray] = {}
-            size: tuple[int, int] | None = None
-            bar = progress(desc="extract-bag", total=len(pairs))
-            for m in iter_messages(reader, {rgb_topic: (IMAGE, COMPRESSED),
-                                            depth_topic: (IMAGE, COMPRESSED)}, str(bag)):
-                where = f"{bag} {m.topic} @ {m.stamp_ns}"
-                if m.topic == rgb_topic and m.stamp_ns in rank:
-                    pending_rgb[m.stamp_ns] = decode_color(m.msg, m.msgtype, where)
-                    key = m.stamp_ns
-                elif m.topic == depth_topic and m.stamp_ns in partner:
-                    key = partner[m.stamp_ns]
-                    pending_depth[key] = decode_depth(m.msg, m.msgtype, where)
-                else:
-                    continue
-                if key not in pending_rgb or key not in pending_depth:
-                    continue
-                rgb = pending_rgb.pop(key)
-                depth = _resize_depth(pending_depth.pop(key), rgb.shape[:2], where)
-                sample = _make_sample(key, rgb, depth, camera, labels.get(key), num_classes,
-                                      edge_threshold, f"bag:{bag.name}:{rgb_topic}")
-                labelled += sample.segmentation is not None
-                size = (rgb.shape[1], rgb.shape[0])
-                if rank[key] < n_train:
-                    writer.add(sample, split, rank[key])
-                else:  # held back for validation (--val-fraction)
-                    writer.add(sample, "val", rank[key] - n_train)
-                bar.update()
-            bar.close()
+            n_train = len(pairs) - int(round(len(pairs) * val_fraction))
+            labelled, size = _write_pairs(
+                reader, bag, rgb_topic, depth_topic, pairs, writer, split, n_train,
+                lambda key, rgb, depth, where: _make_sample(
+                    key, rgb, depth, camera, labels.get(key), num_classes, edge_threshold,
+                    f"bag:{bag.name}:{rgb_topic}"))
             if camera is not None and size is not None:
                 if (camera.width, camera.height) != size:
                     camera = camera.scaled(*size)
@@ -214,6 +164,92 @@ def extract_bag(bag: str | Path, out: str | Path, rgb_topic: str, depth_topic: s
     log.info("extracted %d frames (%d labelled) from %s to %s", len(pairs), labelled, bag, out)
     return ExtractReport(Path(out), len(pairs), labelled, lone_rgb, lone_depth, unused,
                          camera is not None)
+
+
+def _scan_stamps(reader: Any, bag: Path, rgb_topic: str, depth_topic: str,
+                 info_topic: str | None, camera: CameraIntrinsics | None
+                 ) -> tuple[list[int], list[int], CameraIntrinsics | None]:
+    """First pass over the bag: the colour and depth stamps, and the camera from the first
+    CameraInfo (unless one was given)."""
+    topics = {rgb_topic: (IMAGE, COMPRESSED), depth_topic: (IMAGE, COMPRESSED)}
+    if info_topic:
+        topics[info_topic] = (CAMERA_INFO,)
+    rgb_stamps: list[int] = []
+    depth_stamps: list[int] = []
+    for m in iter_messages(reader, topics, str(bag)):
+        if m.topic == rgb_topic:
+            rgb_stamps.append(m.stamp_ns)
+        elif m.topic == depth_topic:
+            depth_stamps.append(m.stamp_ns)
+        elif camera is None:
+            camera = camera_from_info(m.msg, f"{bag} {info_topic}")
+    if not rgb_stamps or not depth_stamps:
+        raise DataError(f"{bag}: {len(rgb_stamps)} messages on {rgb_topic} and "
+                        f"{len(depth_stamps)} on {depth_topic}; both are needed")
+    if info_topic and camera is None:
+        raise DataError(f"{bag}: no CameraInfo message on {info_topic}")
+    return rgb_stamps, depth_stamps, camera
+
+
+def _pair_frames(bag: Path, rgb_topic: str, depth_topic: str, rgb_stamps: list[int],
+                 depth_stamps: list[int], tolerance_ms: float
+                 ) -> tuple[list[tuple[int, int]], list[int], list[int]]:
+    """``(pairs, lone_rgb, lone_depth)`` by nearest stamp; no pair at all is an error, lone
+    frames are logged."""
+    pairs, lone_rgb, lone_depth = pair_by_stamp(rgb_stamps, depth_stamps,
+                                                int(round(tolerance_ms * 1e6)))
+    if not pairs:
+        raise DataError(
+            f"{bag}: no frame on {rgb_topic} has a depth partner on {depth_topic} within "
+            f"{tolerance_ms} ms (rgb stamps {_fmt(sorted(rgb_stamps))}; depth stamps "
+            f"{_fmt(sorted(depth_stamps))}); raise --tolerance-ms or check the topics")
+    if lone_rgb:
+        log.warning("%d frames on %s have no depth partner within %s ms (skipped): %s",
+                    len(lone_rgb), rgb_topic, tolerance_ms, _fmt(lone_rgb))
+    if lone_depth:
+        log.warning("%d frames on %s have no colour partner (skipped): %s",
+                    len(lone_depth), depth_topic, _fmt(lone_depth))
+    return pairs, lone_rgb, lone_depth
+
+
+def _write_pairs(reader: Any, bag: Path, rgb_topic: str, depth_topic: str,
+                 pairs: list[tuple[int, int]], writer: Any, split: str, n_train: int,
+                 make_sample: Callable[[int, np.ndarray, np.ndarray, str], Sample]
+                 ) -> tuple[int, tuple[int, int] | None]:
+    """Second pass: decode each paired frame as soon as both halves arrived and write it
+    (the first ``n_train`` to ``split``, the rest to ``val``); returns
+    ``(labelled frames, (width, height) of the last frame)``."""
+    rank = {r: i for i, (r, _) in enumerate(pairs)}
+    partner = {d: r for r, d in pairs}
+    pending_rgb: dict[int, np.ndarray] = {}
+    pending_depth: dict[int, np.ndarray] = {}
+    labelled, size = 0, None
+    bar = progress(desc="extract-bag", total=len(pairs))
+    for m in iter_messages(reader, {rgb_topic: (IMAGE, COMPRESSED),
+                                    depth_topic: (IMAGE, COMPRESSED)}, str(bag)):
+        where = f"{bag} {m.topic} @ {m.stamp_ns}"
+        if m.topic == rgb_topic and m.stamp_ns in rank:
+            pending_rgb[m.stamp_ns] = decode_color(m.msg, m.msgtype, where)
+            key = m.stamp_ns
+        elif m.topic == depth_topic and m.stamp_ns in partner:
+            key = partner[m.stamp_ns]
+            pending_depth[key] = decode_depth(m.msg, m.msgtype, where)
+        else:
+            continue
+        if key not in pending_rgb or key not in pending_depth:
+            continue
+        rgb = pending_rgb.pop(key)
+        depth = _resize_depth(pending_depth.pop(key), rgb.shape[:2], where)
+        sample = make_sample(key, rgb, depth, where)
+        labelled += sample.segmentation is not None
+        size = (rgb.shape[1], rgb.shape[0])
+        if rank[key] < n_train:
+            writer.add(sample, split, rank[key])
+        else:  # held back for validation (--val-fraction)
+            writer.add(sample, "val", rank[key] - n_train)
+        bar.update()
+    bar.close()
+    return labelled, size
 
 
 def _make_sample(stamp: int, rgb: np.ndarray, depth: np.ndarray,
