@@ -505,7 +505,7 @@ def write_deploy_doc(summary: str) -> None:
                       + rest.split(CPU_END, 1)[1])
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--probe", help=argparse.SUPPRESS)
     parser.add_argument("--timing", help=argparse.SUPPRESS)
@@ -534,22 +534,67 @@ def main(argv: list[str] | None = None) -> int:
                         help="calibration frames for --accuracy-ckpt (default 32)")
     parser.add_argument("--from-json", action="store_true",
                         help="measure nothing: regenerate the docs table from --json")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def _publish(results: list[dict], info: dict, params: int, acc: dict | None,
+             write_docs: bool) -> None:
+    """Print the table and (unless ``--no-docs``) write it into the docs."""
+    table = markdown(results, info, params, acc)
+    print(table)
+    if write_docs:
+        write_doc(table)
+        write_deploy_doc(cpu_summary(results, info, acc))
+
+
+def _measure_bundle(bundle: Path, size: tuple[int, int], work: Path, specs: list[dict],
+                    args: argparse.Namespace) -> list[dict]:
+    """Every variant on one bundle (one input size), per thread setting, each in workers."""
+    from mbmt_ros.runtime import open_predictor
+
+    h, w = size
+    image = np.random.default_rng(0).integers(0, 256, (h, w, 3), dtype=np.uint8)
+    np.save(work / "image.npy", image)
+    with open_predictor(bundle, backend="onnxruntime", precision="fp32", device="cpu") as ref:
+        np.savez(work / "reference.npz", **ref.predict(image))
+    common = {"bundle": str(bundle), "image": str(work / "image.npy"),
+              "reference": str(work / "reference.npz")}
+    results = []
+    for n, threads in enumerate(args.threads):
+        group = []
+        for spec in specs:
+            if spec["device"] != "cpu" and n > 0:
+                continue  # GPU variants once, with the first thread setting
+            label = spec["label"] + (f", {threads} thread{'s' * (threads > 1)}"
+                                     if threads and spec["device"] == "cpu" else "")
+            group.append({**spec, **common, "label": label, "threads": threads})
+        timed = run_worker("timing", {"image": common["image"], "specs": group,
+                                      "iters": args.iters, "warmup": args.warmup})
+        for job in group:
+            result = {**run_worker("probe", job),
+                      **timed.get(job["label"], {"error": timed.get("error", "?")})}
+            print(f"{h}x{w} {job['label']}: {json.dumps(result)}", flush=True)
+            results.append({"size": f"{h}x{w}", "label": job["label"],
+                            "threads": threads if job["device"] == "cpu" else 0,
+                            "result": result})
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
     if args.probe or args.timing:
         job = probe if args.probe else timing
         print(json.dumps(job(json.loads(args.probe or args.timing))))
         return 0
     if args.from_json:
         raw = json.loads(Path(args.json).read_text())
-        table = markdown(raw["results"], raw["machine"], raw["params"], raw.get("accuracy"))
-        print(table)
-        if not args.no_docs:
-            write_doc(table)
-            write_deploy_doc(cpu_summary(raw["results"], raw["machine"], raw.get("accuracy")))
+        _publish(raw["results"], raw["machine"], raw["params"], raw.get("accuracy"),
+                 not args.no_docs)
         return 0
 
     import torch
 
+    from mbmt_ros.models import build_model
     from mbmt_ros.runtime import backend_availability
     from mbmt_ros.runtime.registry import BACKENDS
 
@@ -573,37 +618,8 @@ def main(argv: list[str] | None = None) -> int:
             acc = accuracy(args.accuracy_ckpt, args.accuracy_data, work, bf16,
                            args.accuracy_frames)
             print(json.dumps(acc["delta"]), flush=True)
-        from mbmt_ros.runtime import open_predictor
-
-        results = []
-        for (h, w), bundle in bundles.items():
-            rng = np.random.default_rng(0)
-            image = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
-            np.save(work / "image.npy", image)
-            with open_predictor(bundle, backend="onnxruntime", precision="fp32",
-                                device="cpu") as ref:
-                np.savez(work / "reference.npz", **ref.predict(image))
-            common = {"bundle": str(bundle), "image": str(work / "image.npy"),
-                      "reference": str(work / "reference.npz")}
-            for n, threads in enumerate(args.threads):
-                group = []
-                for spec in specs:
-                    if spec["device"] != "cpu" and n > 0:
-                        continue  # GPU variants once, with the first thread setting
-                    label = spec["label"] + (f", {threads} thread{'s' * (threads > 1)}"
-                                             if threads and spec["device"] == "cpu" else "")
-                    group.append({**spec, **common, "label": label, "threads": threads})
-                timed = run_worker("timing", {"image": common["image"], "specs": group,
-                                              "iters": args.iters, "warmup": args.warmup})
-                for job in group:
-                    result = {**run_worker("probe", job),
-                              **timed.get(job["label"], {"error": timed.get("error", "?")})}
-                    print(f"{h}x{w} {job['label']}: {json.dumps(result)}", flush=True)
-                    results.append({"size": f"{h}x{w}", "label": job["label"],
-                                    "threads": threads if job["device"] == "cpu" else 0,
-                                    "result": result})
-        from mbmt_ros.models import build_model
-
+        results = [row for size, bundle in bundles.items()
+                   for row in _measure_bundle(bundle, size, work, specs, args)]
         params = sum(p.numel() for p in build_model(cfg, load_weights=False).parameters())
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps({"machine": info, "config": cfg, "params": params,
@@ -611,11 +627,7 @@ def main(argv: list[str] | None = None) -> int:
                                            "int8_calibration_frames": args.int8_frames,
                                            "quantize_s": quantize_s, "results": results,
                                            "accuracy": acc}, indent=2) + "\n")
-    table = markdown(results, info, params, acc)
-    print(table)
-    if not args.no_docs:
-        write_doc(table)
-        write_deploy_doc(cpu_summary(results, info, acc))
+    _publish(results, info, params, acc, not args.no_docs)
     return 0
 
 
