@@ -205,7 +205,12 @@ def _restrictions(node: Any, constants: set[str]) -> list[str]:
 
 
 def check_tensorrt_readiness(model: Any) -> list[Violation]:
-    """The readiness violations of ``model`` (an ``onnx.ModelProto`` or a path); [] = ready."""
+    """The readiness violations of ``model`` (an ``onnx.ModelProto`` or a path); [] = ready.
+
+    Four checks, each its own function: the opset range, uint8/bool only at the graph's
+    edges next to a Cast, every operator (and the attributes that matter) supported, no
+    int64/float64 outputs, and a fixed H x W (only the batch may be dynamic).
+    """
     model = _load(model)
     graph = model.graph
     found: list[Violation] = []
@@ -216,17 +221,23 @@ def check_tensorrt_readiness(model: Any) -> list[Violation]:
         found.append(Violation("operator", "model", f"opset {version} is outside TensorRT "
                                                     f"10.3's range {low}..{high}"))
     types = _tensor_types(graph)
-    constants = {i.name for i in graph.initializer} | {
-        o for n in graph.node if n.op_type == "Constant" for o in n.output}
     inputs = {v.name for v in graph.input} - {i.name for i in graph.initializer}
+    found += _edge_violations(graph, types, inputs)
+    found += _operator_violations(graph, types)
+    found += _output_violations(graph, types)
+    found += _shape_violations(graph, inputs)
+    return found
+
+
+def _edge_violations(graph: Any, types: dict[str, str], inputs: set[str]) -> list[Violation]:
+    """uint8/bool only at the edges, next to a Cast."""
+    found: list[Violation] = []
     outputs = {v.name for v in graph.output}
     producer = {o: n for n in graph.node for o in n.output if o}
     consumers: dict[str, list[Any]] = {}
     for node in graph.node:
         for name in node.input:
             consumers.setdefault(name, []).append(node)
-
-    # 1. uint8/bool only at the edges, next to a Cast
     for name, kind in types.items():
         if kind not in _EDGE_TYPES:
             continue
@@ -246,8 +257,14 @@ def check_tensorrt_readiness(model: Any) -> list[Violation]:
             where = _name(made_by) if made_by is not None else f"initializer {name!r}"
             found.append(Violation("edges", where, f"{kind} tensor {name!r} inside the graph; "
                                    f"TensorRT allows {kind} only at the graph's inputs/outputs"))
+    return found
 
-    # 2. every operator (and the attributes that matter) supported
+
+def _operator_violations(graph: Any, types: dict[str, str]) -> list[Violation]:
+    """Every operator (and the attributes that matter) supported by TensorRT."""
+    found: list[Violation] = []
+    constants = {i.name for i in graph.initializer} | {
+        o for n in graph.node if n.op_type == "Constant" for o in n.output}
     for node in graph.node:
         domain = node.domain or "ai.onnx"
         if domain != "ai.onnx" or node.op_type not in TENSORRT_OPS:
@@ -268,15 +285,23 @@ def check_tensorrt_readiness(model: Any) -> list[Violation]:
                                    f"TensorRT runs {node.op_type} on {', '.join(allowed)}"))
         for problem in _restrictions(node, constants):
             found.append(Violation("operator", _name(node), problem))
+    return found
 
-    # 3. no int64 / float64 graph outputs
+
+def _output_violations(graph: Any, types: dict[str, str]) -> list[Violation]:
+    """No int64 / float64 graph outputs."""
+    found: list[Violation] = []
     for value in graph.output:
         kind = types.get(value.name)
         if kind in ("INT64", "FP64"):
             found.append(Violation("outputs", f"output {value.name!r}", f"{kind} output; cast "
                                    f"it to {'INT32' if kind == 'INT64' else 'FP32'} in the graph"))
+    return found
 
-    # 4. fixed H x W, batch a profile can cover
+
+def _shape_violations(graph: Any, inputs: set[str]) -> list[Violation]:
+    """A fixed H x W and a batch dimension an optimisation profile can cover."""
+    found: list[Violation] = []
     for value in graph.input:
         if value.name not in inputs:
             continue
