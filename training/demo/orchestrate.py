@@ -16,6 +16,7 @@ commands.
 """
 from __future__ import annotations
 
+import json
 import logging
 import os
 import subprocess
@@ -145,11 +146,6 @@ def run_demo(out: str | Path, budget: str = "full", device: str = "auto",
 
 def _run(out: Path, budget: str, device: str, config: str | Path | None, progress: bool,
          threads: int) -> dict[str, Any]:
-    import json
-
-    from training.commands.score import score_folder
-    from training.demo.bags import write_replay_bag
-    from training.demo.predictions import stamps_of_split, write_predictions
     from training.demo.summary import build_summary, format_summary
 
     started = time.monotonic()
@@ -160,14 +156,41 @@ def _run(out: Path, budget: str, device: str, config: str | Path | None, progres
     device = resolve_device(device)
     stages = (read_config(config) or {}).get("stages") or []
     run_dir = out / "run"
-    total = 5
+    env = _child_env(device, threads)
 
-    # 1. the training pipeline (synthetic data, all stages, export)
     pending, finished = _stage_states(run_dir, stages)
     data_reused = (run_dir / "data" / "manifest.json").is_file()
-    _step(1, total, f"training pipeline {config.name} ({budget} budget, {device}) -> {run_dir}; "
-          f"{len(finished)} of {len(stages)} stages already finished")
-    env = _child_env(device, threads)
+    _step(1, _STEPS, f"training pipeline {config.name} ({budget} budget, {device}) -> "
+          f"{run_dir}; {len(finished)} of {len(stages)} stages already finished")
+    bundle, export = _train(config, run_dir, stages, spec, device, env)
+    data_root = run_dir / "data"
+    stamps, replay_bag = _replay_bag(data_root, out)
+    session_dir = out / "ros"
+    session = _ros_session(bundle, replay_bag, session_dir, device, spec, progress, env)
+    node_metrics, metrics_path = _score(session, session_dir, data_root, stamps, out)
+
+    _step(5, _STEPS, "summary")
+    facts = build_summary(out=out, run_dir=run_dir, budget=budget, device=device,
+                          stages_run=pending, stages_reused=finished, data_reused=data_reused,
+                          bundle=bundle, export_from=str(export.get("from")), session=session,
+                          node_metrics=node_metrics, node_metrics_path=metrics_path,
+                          elapsed_s=time.monotonic() - started)
+    text = format_summary(facts)
+    atomic_write_json(out / "summary.json", facts)
+    atomic_write_text(out / "summary.md", text)
+    print("\n" + text, flush=True)
+    print(f"summary written to {out / 'summary.md'}", flush=True)
+    return facts
+
+
+#: The demo's numbered steps (training, replay bag, ROS session, scoring, summary).
+_STEPS = 5
+
+
+def _train(config: Path, run_dir: Path, stages: list[dict[str, Any]], spec: Any, device: str,
+           env: dict[str, str]) -> tuple[Path, dict[str, Any]]:
+    """Step 1: the training pipeline (synthetic data, all stages, export) in a child
+    process; returns the exported bundle and the export stage's config."""
     code = subprocess.call(_pipeline_command(config, run_dir, spec.overrides, device), env=env)
     if code != 0:
         raise TrainingError(f"the training pipeline failed (exit status {code}); see the "
@@ -178,19 +201,28 @@ def _run(out: Path, budget: str, device: str, config: str | Path | None, progres
     if not (bundle / "meta.json").is_file():
         done = json.loads((run_dir / export["name"] / "done.json").read_text(encoding="utf-8"))
         bundle = Path(done["bundle"])
+    return bundle, export
 
-    # 2. the recording's val frames
-    data_root = run_dir / "data"
+
+def _replay_bag(data_root: Path, out: Path) -> tuple[list[int], Path]:
+    """Step 2: a bag of the recording's val frames (written once)."""
+    from training.demo.bags import write_replay_bag
+    from training.demo.predictions import stamps_of_split
+
     stamps = stamps_of_split(data_root, "val")
     replay_bag = out / "replay_bag"
-    _step(2, total, f"replay bag: the {len(stamps)} val frames of {data_root / 'bag'}")
+    _step(2, _STEPS, f"replay bag: the {len(stamps)} val frames of {data_root / 'bag'}")
     if not replay_bag.exists():
         write_replay_bag(data_root / "bag", replay_bag, stamps)
+    return stamps, replay_bag
 
-    # 3. the perception node, the replay and the recorder in one isolated namespace
+
+def _ros_session(bundle: Path, replay_bag: Path, session_dir: Path, device: str, spec: Any,
+                 progress: bool, env: dict[str, str]) -> dict[str, Any]:
+    """Step 3: the perception node, the replay and the recorder in one isolated network
+    namespace; returns the session's record (output bag, topics, node figures)."""
     backend, precision = node_backend(device)
-    session_dir = out / "ros"
-    _step(3, total, f"perception node ({backend}, {device}) in an isolated network namespace: "
+    _step(3, _STEPS, f"perception node ({backend}, {device}) in an isolated network namespace: "
           f"replaying {replay_bag.name}, recording its outputs")
     cmd = [str(ros_isolated()), sys.executable, "-m", "training.demo.ros_session",
            "--bundle", str(bundle), "--bag", str(replay_bag), "--out", str(session_dir),
@@ -203,26 +235,20 @@ def _run(out: Path, budget: str, device: str, config: str | Path | None, progres
     if code != 0 or not (session_dir / "session.json").is_file():
         raise TrainingError(f"the ROS session failed (exit status {code}); see the message "
                             f"above and {session_dir / 'node.log'}")
-    session = json.loads((session_dir / "session.json").read_text(encoding="utf-8"))
+    return json.loads((session_dir / "session.json").read_text(encoding="utf-8"))
 
-    # 4. score the recorded outputs against the synthetic ground truth
+
+def _score(session: dict[str, Any], session_dir: Path, data_root: Path, stamps: list[int],
+           out: Path) -> tuple[dict[str, Any], Path]:
+    """Step 4: score the recorded outputs against the synthetic ground truth."""
+    from training.commands.score import score_folder
+    from training.demo.predictions import write_predictions
+
     pred_dir = session_dir / "predictions"
-    _step(4, total, f"scoring the recorded outputs ({session['output_bag']}) against {data_root}")
+    _step(4, _STEPS, f"scoring the recorded outputs ({session['output_bag']}) against "
+          f"{data_root}")
     write_predictions(Path(session["output_bag"]), session["topics"], stamps, pred_dir)
     node_metrics = score_folder(pred_dir, data_root, "val")
     metrics_path = out / "node_metrics.json"
     atomic_write_json(metrics_path, node_metrics)
-
-    # 5. summary
-    _step(5, total, "summary")
-    facts = build_summary(out=out, run_dir=run_dir, budget=budget, device=device,
-                          stages_run=pending, stages_reused=finished, data_reused=data_reused,
-                          bundle=bundle, export_from=str(export.get("from")), session=session,
-                          node_metrics=node_metrics, node_metrics_path=metrics_path,
-                          elapsed_s=time.monotonic() - started)
-    text = format_summary(facts)
-    atomic_write_json(out / "summary.json", facts)
-    atomic_write_text(out / "summary.md", text)
-    print("\n" + text, flush=True)
-    print(f"summary written to {out / 'summary.md'}", flush=True)
-    return facts
+    return node_metrics, metrics_path
