@@ -284,7 +284,7 @@ def quantize_bundles(bundles: dict[tuple[int, int], Path], work: Path, frames: i
                                 val_fraction=2 / (frames + 2), bag=False, overwrite=True)
         t = time.perf_counter()
         quantize_bundle(bundle, data, frames=frames, val_frames=1,
-                        limits=Limits(math.inf, math.inf))
+                        limits=Limits(math.inf, math.inf, math.inf))
         took[f"{h}x{w}"] = round(time.perf_counter() - t, 1)
         print(f"quantized {bundle} in {took[f'{h}x{w}']:.0f} s", flush=True)
     return took
@@ -302,7 +302,7 @@ def accuracy(ckpt: str, data: str, work: Path, bf16: bool, frames: int) -> dict[
 
     bundle = export_bundle(ckpt, work / "trained_bundle", exporter="torchscript", fp16=False,
                            overwrite=True)
-    record = quantize_bundle(bundle, data, frames=frames, limits=Limits(math.inf, math.inf))
+    record = quantize_bundle(bundle, data, frames=frames, limits=Limits(math.inf, math.inf, math.inf))
     variants = {"onnxruntime CPU int8": ("onnxruntime", "int8"),
                 "openvino CPU fp32": ("openvino", "fp32"), "openvino CPU int8": ("openvino", "int8")}
     if bf16:

@@ -37,6 +37,7 @@ from mbmt_ros.runtime.bundle import (
     META_FILE,
     MODEL_FILE,
     MODEL_FP16_FILE,
+    REFERENCE_FILE,
     SCHEMA_VERSION,
     WEIGHTS_FILE,
     output_names,
@@ -45,6 +46,7 @@ from mbmt_ros.runtime.bundle import (
 from mbmt_ros.runtime.errors import TensorRTReadinessError
 from mbmt_ros.runtime.torch_graph import BundleGraph
 from mbmt_ros.runtime.trt_readiness import OPSET_RANGE, READINESS_RULES, assert_tensorrt_ready
+from mbmt_ros.runtime.verify import reference_frames, save_reference
 from mbmt_ros.tasks import (
     DEPTH,
     IMAGENET_MEAN,
@@ -131,6 +133,8 @@ def export_model(model: nn.Module, out: str | os.PathLike[str], *,
             _check_tensorrt_ready(tmp / MODEL_FILE)
             parity = {"fp32": parity_check(graph, tmp / MODEL_FILE, samples)}
             _enforce(parity["fp32"])
+            reference = write_reference_set(tmp / MODEL_FILE, tmp / REFERENCE_FILE,
+                                            (height, width))
             if fp16:
                 half = BundleGraph(copy.deepcopy(model).half(), chosen, dtype=torch.float16)
                 _export_onnx(half.eval(), tmp / MODEL_FP16_FILE, samples, exporter)
@@ -140,6 +144,7 @@ def export_model(model: nn.Module, out: str | os.PathLike[str], *,
                                                    "input_size": [height, width]})
             meta = _meta(model, config, chosen, (height, width), names, tmp, used, parity,
                          metrics, provenance or {})
+            meta["reference"] = reference
             atomic_write_json(tmp / META_FILE, meta)
             _publishable(tmp)
     except FileExistsError as exc:
@@ -320,6 +325,26 @@ def parity_check(graph: BundleGraph, onnx_path: Path, samples: np.ndarray) -> di
     return report
 
 
+#: Frames in the bundle's reference set (``mbmt-engine verify``, the node's configure check).
+REFERENCE_FRAMES = 3
+
+
+def write_reference_set(onnx_path: Path, out: Path, size: tuple[int, int],
+                        count: int = REFERENCE_FRAMES) -> dict[str, Any]:
+    """Write the bundle's reference set: ``count`` image-like frames at the bundle size and
+    the outputs of the exported FP32 graph (ONNX Runtime, CPU) on them; returns its record
+    for ``meta.json["reference"]`` (see :mod:`mbmt_ros.runtime.verify`)."""
+    import onnxruntime as ort
+
+    frames = reference_frames(*size, count=count)
+    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    names = [o.name for o in session.get_outputs()]
+    outputs = dict(zip(names, session.run(names, {INPUT_NAME: frames}), strict=True))
+    save_reference(out, frames, outputs)
+    return {"file": REFERENCE_FILE, "frames": count, "producer": "onnxruntime CPU fp32, "
+            + onnx_path.name, "bytes": out.stat().st_size}
+
+
 def _fp16_parity(graph: BundleGraph, path: Path, samples: np.ndarray) -> dict[str, Any]:
     """The FP16 graph's parity report; reported, not enforced (FP16 error depends on the
     weights), and an ONNX Runtime CPU build lacking an FP16 kernel is recorded, not fatal."""
@@ -368,7 +393,8 @@ def _meta(model: nn.Module, config: dict[str, Any], tasks: tuple[str, ...],
           parity: dict[str, Any], metrics: dict[str, Any] | None,
           provenance: dict[str, Any]) -> dict[str, Any]:
     files = {name: {"sha256": sha256_file(folder / name), "size": (folder / name).stat().st_size}
-             for name in (MODEL_FILE, MODEL_FP16_FILE, WEIGHTS_FILE) if (folder / name).is_file()}
+             for name in (MODEL_FILE, MODEL_FP16_FILE, WEIGHTS_FILE, REFERENCE_FILE)
+             if (folder / name).is_file()}
     outputs = []
     for name in output_names(tasks):
         dtype = "int32" if name == SEGMENTATION else "float32"

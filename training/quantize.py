@@ -38,13 +38,14 @@ import mbmt_ros
 from mbmt_ros.io import atomic_path, atomic_write_json
 from mbmt_ros.runtime.bundle import META_FILE, MODEL_INT8_FILE, Bundle, sha256_file
 from mbmt_ros.runtime.processing import resize_images
-from mbmt_ros.tasks import DEPTH, SEGMENTATION
+from mbmt_ros.tasks import DEPTH, NORMALS, SEGMENTATION
 from training.data.layout import detect_layout, list_indices, read_image, sample_path
 from training.data.manifest import MANIFEST_NAME, open_manifest
 from training.errors import MbmtError
 
 __all__ = ["QuantizeError", "AccuracyLimitError", "Limits", "CALIBRATION_METHODS",
-           "quantize_bundle", "measure_precisions", "exceeded", "evenly_spaced", "int8_backends"]
+           "quantize_bundle", "measure_precisions", "exceeded", "evenly_spaced", "int8_backends",
+           "reference_figures"]
 
 _log = logging.getLogger(__name__)
 
@@ -69,6 +70,7 @@ class Limits:
 
     max_miou_drop: float = 1.0  #: mIoU points
     max_depth_increase_pct: float = 2.0  #: relative increase of the depth abs error, percent
+    max_normals_increase_deg: float = 2.0  #: increase of the normals mean angle error, degrees
 
 
 def evenly_spaced(indices: list[int], count: int | None) -> list[int]:
@@ -124,7 +126,8 @@ def quantize_bundle(bundle_dir: str | os.PathLike[str], data: str | os.PathLike[
             "calibration": {"data": str(data.resolve()), "split": calib_split,
                             "frames": len(calib), "indices": calib, "method": calibration},
             "limits": {"max_miou_drop_points": limits.max_miou_drop,
-                       "max_depth_abs_err_increase_pct": limits.max_depth_increase_pct},
+                       "max_depth_abs_err_increase_pct": limits.max_depth_increase_pct,
+                       "max_normals_mean_err_increase_deg": limits.max_normals_increase_deg},
             "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
             "code_version": mbmt_ros.__version__, "onnxruntime": _ort_version(),
         }
@@ -133,8 +136,31 @@ def quantize_bundle(bundle_dir: str | os.PathLike[str], data: str | os.PathLike[
             staging, data, {name: (name, "int8") for name in backends}, split=val_split,
             indices=val, num_threads=num_threads, work=work)
         _enforce(record["accuracy"], limits)
+        record["reference"] = reference_figures(staging, backends, num_threads)
         _publish(bundle, int8, record)
     return record
+
+
+def reference_figures(bundle: str | os.PathLike[str], backends: list[str],
+                      num_threads: int | None = None) -> dict[str, dict[str, float]]:
+    """The INT8 graph's figures on the bundle's reference set (``mbmt_ros.runtime.verify``)
+    per backend, measured here next to the gate: the robot's ``verify`` derives its INT8
+    limits from them (a robot whose INT8 path computes differently is caught there). Empty
+    for a bundle without a reference set."""
+    from mbmt_ros.runtime import open_predictor
+    from mbmt_ros.runtime.verify import verify_predictor
+
+    figures: dict[str, dict[str, float]] = {}
+    options = {"num_threads": num_threads} if num_threads else {}
+    for name in backends:
+        with open_predictor(bundle, backend=name, precision="int8", device="cpu",
+                            **options) as pred:
+            result = verify_predictor(pred)
+        if result.status == "skipped":
+            _log.warning("quantize: %s", result.summary)
+            return {}
+        figures[name] = result.figures
+    return figures
 
 
 def _ort_version() -> str:
@@ -255,13 +281,14 @@ def measure_precisions(bundle: str | os.PathLike[str], data: str | os.PathLike[s
     options = {"num_threads": num_threads} if num_threads else {}
     runs = {"fp32": open_predictor(bundle, backend="onnxruntime", precision="fp32",
                                    device="cpu", **options)}
-    sums = {label: np.zeros(3) for label in variants}  # equal pixels, pixels, depth rel diff
+    # equal pixels, pixels, depth rel diff, normals angle diff (degrees), both summed over pixels
+    sums = {label: np.zeros(4) for label in variants}
     with tempfile.TemporaryDirectory(prefix="mbmt-measure-", dir=work) as tmp:
         out = Path(tmp)
         try:
             for label, (backend, precision) in variants.items():
                 runs[label] = open_predictor(bundle, backend=backend, precision=precision,
-                                             device="cpu", **options)
+                                             device="cpu", allow_fallback=True, **options)
                 if runs[label].precision != precision:
                     raise QuantizeError(f"{label}: {backend} ran {runs[label].precision}, not "
                                         f"{precision}, on this machine; see the log above")
@@ -289,10 +316,11 @@ def measure_precisions(bundle: str | os.PathLike[str], data: str | os.PathLike[s
     for label in variants:
         report["variants"][label] = scores[label]
         report["delta"][label] = _delta(scores["fp32"], scores[label])
-        equal, pixels, rel = sums[label]
+        equal, pixels, rel, angle = sums[label]
         report["agreement"][label] = {
             "segmentation_pct": 100.0 * equal / pixels if pixels else None,
-            "depth_mean_rel_diff_pct": 100.0 * rel / pixels if pixels else None}
+            "depth_mean_rel_diff_pct": 100.0 * rel / pixels if pixels else None,
+            "normals_mean_angle_diff_deg": angle / pixels if pixels else None}
     _log.info("accuracy vs fp32 on %d %s frames: %s", len(indices), split, report["delta"])
     return report
 
@@ -303,20 +331,28 @@ def _agreement(out: dict[str, np.ndarray], ref: dict[str, np.ndarray]) -> np.nda
              if SEGMENTATION in ref else 0)
     rel = (float(np.sum(np.abs(out[DEPTH] - ref[DEPTH]) / np.maximum(np.abs(ref[DEPTH]), 1e-6)))
            if DEPTH in ref else 0.0)
-    return np.array([equal, pixels, rel])
+    angle = 0.0
+    if NORMALS in ref:
+        cos = np.sum(out[NORMALS].astype(np.float64) * ref[NORMALS], axis=-1)
+        angle = float(np.sum(np.degrees(np.arccos(np.clip(cos, -1.0, 1.0)))))
+    return np.array([equal, pixels, rel, angle])
 
 
 def _delta(fp32: dict[str, dict[str, float]],
            int8: dict[str, dict[str, float]]) -> dict[str, float | None]:
-    """mIoU points lost and depth abs error increase (percent of FP32's); None = not scored."""
+    """mIoU points lost, depth abs error increase (percent of FP32's) and normals mean angle
+    error increase (degrees); None = not scored."""
     delta: dict[str, float | None] = {"miou_drop_points": None,
-                                      "depth_abs_err_increase_pct": None}
+                                      "depth_abs_err_increase_pct": None,
+                                      "normals_mean_err_increase_deg": None}
     if SEGMENTATION in fp32 and SEGMENTATION in int8:
         delta["miou_drop_points"] = fp32[SEGMENTATION]["miou"] - int8[SEGMENTATION]["miou"]
     if DEPTH in fp32 and DEPTH in int8:
         base = fp32[DEPTH]["abs_err"]
         delta["depth_abs_err_increase_pct"] = (
             100.0 * (int8[DEPTH]["abs_err"] - base) / base if base > 0 else 0.0)
+    if NORMALS in fp32 and NORMALS in int8:
+        delta["normals_mean_err_increase_deg"] = int8[NORMALS]["mean"] - fp32[NORMALS]["mean"]
     return delta
 
 
@@ -329,6 +365,10 @@ def exceeded(delta: dict[str, float | None], limits: Limits) -> list[str]:
     if depth is not None and (math.isnan(depth) or depth > limits.max_depth_increase_pct):
         problems.append(f"depth abs err +{depth:.2f} % > {limits.max_depth_increase_pct:g} % "
                         f"(--max-depth-increase)")
+    normals = delta.get("normals_mean_err_increase_deg")
+    if normals is not None and (math.isnan(normals) or normals > limits.max_normals_increase_deg):
+        problems.append(f"normals mean angle err +{normals:.2f} deg > "
+                        f"{limits.max_normals_increase_deg:g} deg (--max-normals-increase)")
     return problems
 
 
@@ -341,7 +381,8 @@ def _enforce(report: dict[str, Any], limits: Limits) -> None:
             f"{report['split']} frames " + "; ".join(problems) + ". Calibrate with more "
             "--frames or --calibration entropy/percentile, or raise the limits")
     if all(v is None for d in report["delta"].values() for v in d.values()):
-        raise QuantizeError(f"the {report['split']} split has no segmentation or depth ground "
+        raise QuantizeError(f"the {report['split']} split has no segmentation, depth or normals "
+                            f"ground "
                             f"truth, so the INT8 accuracy cannot be measured; pass a --val-split "
                             f"with labels")
 

@@ -1,7 +1,9 @@
 """Inference runtime: model bundles and backends (TensorRT, ONNX Runtime, PyTorch).
 
-``open_predictor(bundle_dir, backend="auto", precision="fp16", device="cuda")`` returns a
-:class:`Predictor`; nothing here imports torch unless the torch backend is chosen.
+``open_predictor(bundle_dir, backend="auto", precision="auto", device="auto")`` returns a
+:class:`Predictor` that reports what really runs (an explicit precision/device not delivered
+is a :class:`FallbackError` unless ``allow_fallback``; ``verify=True`` checks it against the
+bundle's reference set). Nothing here imports torch unless the torch backend is chosen.
 """
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ from mbmt_ros.runtime.bundle import (
     META_FILE,
     MODEL_FILE,
     MODEL_FP16_FILE,
+    REFERENCE_FILE,
     SCHEMA_VERSION,
     WEIGHTS_FILE,
     Bundle,
@@ -21,12 +24,14 @@ from mbmt_ros.runtime.errors import (
     BundleError,
     EngineBuildError,
     EngineOutOfMemoryError,
+    FallbackError,
     InferenceOutOfMemoryError,
     InputError,
     RuntimeFailure,
     SchemaVersionError,
     TensorRTReadinessError,
     UnknownBackendError,
+    VerificationError,
 )
 from mbmt_ros.runtime.predictor import BundlePredictor, Predictor, Runner
 from mbmt_ros.runtime.registry import (
@@ -45,5 +50,5 @@ __all__ = [
     "TensorRTReadinessError", "InputError", "RuntimeFailure",
     "SchemaVersionError", "UnknownBackendError", "BundlePredictor", "Predictor", "Runner",
     "BACKENDS", "DEVICES", "PRECISIONS", "BackendFactory", "backend_availability",
-    "open_predictor",
+    "open_predictor", "REFERENCE_FILE", "FallbackError", "VerificationError",
 ]

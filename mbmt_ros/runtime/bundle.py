@@ -18,7 +18,7 @@ from mbmt_ros.tasks import DEPTH, NORMALS, SEGMENTATION, TASKS
 
 __all__ = [
     "SCHEMA_VERSION", "MODEL_FILE", "MODEL_FP16_FILE", "MODEL_INT8_FILE", "META_FILE",
-    "WEIGHTS_FILE", "ENGINE_DIR", "OUTPUT_NAMES", "INPUT_NAME", "Bundle", "output_names", "sha256_file",
+    "WEIGHTS_FILE", "ENGINE_DIR", "REFERENCE_FILE", "OUTPUT_NAMES", "INPUT_NAME", "Bundle", "output_names", "sha256_file",
 ]
 
 #: Version of the ``meta.json`` layout; bumped on any incompatible change.
@@ -30,6 +30,9 @@ MODEL_FP16_FILE = "model_fp16.onnx"
 #: its calibration set and measured accuracy delta are in ``meta["quantization"]["int8"]``.
 MODEL_INT8_FILE = "model_int8.onnx"
 META_FILE = "meta.json"
+#: Optional reference set (frames + FP32 outputs) for ``mbmt-engine verify`` and the node's
+#: configure-time check (:mod:`mbmt_ros.runtime.verify`); listed with its checksum in meta.
+REFERENCE_FILE = "reference.npz"
 WEIGHTS_FILE = "weights.safetensors"
 #: Sub-directory of the bundle holding the TensorRT engine cache.
 ENGINE_DIR = "engines"
@@ -89,6 +92,11 @@ class Bundle:
     def int8_model_path(self) -> Path | None:
         """``model_int8.onnx`` (``mbmt-train quantize``) when the bundle has one, else ``None``."""
         return self.path / MODEL_INT8_FILE if MODEL_INT8_FILE in self.meta["files"] else None
+
+    @property
+    def reference_path(self) -> Path | None:
+        """``reference.npz`` when the bundle has one (listed in meta.json), else ``None``."""
+        return self.path / REFERENCE_FILE if REFERENCE_FILE in self.meta["files"] else None
 
     @property
     def weights_path(self) -> Path:

@@ -6,13 +6,19 @@ driver is missing, so callers can probe freely.
 """
 from __future__ import annotations
 
+import importlib.metadata
+import importlib.util
 from dataclasses import dataclass
 from typing import Any
 
 from mbmt_ros.runtime.errors import BackendError, InferenceOutOfMemoryError
 
 __all__ = ["GpuInfo", "cudart", "check", "device_count", "gpu_info", "DEFAULT_WORKSPACE_MB",
-           "workspace_bytes"]
+           "workspace_bytes", "CUDA_PYTHON_MIN", "cuda_python_problem"]
+
+#: The first cuda-python with ``cuda.bindings`` (older ones only have ``cuda.cudart``).
+CUDA_PYTHON_MIN = "12.6.1"
+_CUDA_PYTHON_PIP = f'pip install "cuda-python>={CUDA_PYTHON_MIN}"'
 
 #: TensorRT builder workspace limit (MiB) unless asked otherwise: fits an 8 GB Jetson Orin
 #: (shared CPU/GPU memory, with ROS and the camera driver running beside the node).
@@ -43,10 +49,29 @@ class GpuInfo:
     multiprocessor_count: int = 0  # SMs: tells Orin Nano / NX / AGX apart (all named "Orin")
 
 
-def cudart() -> Any:
-    """The ``cuda.bindings.runtime`` module; ImportError when cuda-python is not installed."""
-    from cuda.bindings import runtime  # optional dependency
+def cuda_python_problem() -> str | None:
+    """Why ``cuda.bindings`` is missing (``None``: it is there): cuda-python not installed,
+    or one older than :data:`CUDA_PYTHON_MIN`, which has ``cuda`` but not ``cuda.bindings``."""
+    if importlib.util.find_spec("cuda") is None:
+        return f"cuda-python is not installed ({_CUDA_PYTHON_PIP})"
+    if importlib.util.find_spec("cuda.bindings") is None:
+        try:
+            version = importlib.metadata.version("cuda-python")
+        except importlib.metadata.PackageNotFoundError:
+            version = "(unknown version)"
+        return (f"cuda-python {version} is too old: the backend needs cuda.bindings, which "
+                f"cuda-python has from {CUDA_PYTHON_MIN} on (pip install --upgrade "
+                f'"cuda-python>={CUDA_PYTHON_MIN}")')
+    return None
 
+
+def cudart() -> Any:
+    """The ``cuda.bindings.runtime`` module; ImportError (saying why) without cuda-python
+    :data:`CUDA_PYTHON_MIN` or newer."""
+    try:
+        from cuda.bindings import runtime  # optional dependency
+    except ImportError as exc:
+        raise ImportError(cuda_python_problem() or str(exc)) from exc
     return runtime
 
 

@@ -2,19 +2,25 @@
 
 Engines are not portable, so each is stored under a key of everything that makes it valid:
 the model's SHA-256, GPU name, compute capability, SM count, memory size, TensorRT version,
-precision, batch profile and the parsed ONNX file's SHA-256. An engine file is ``MAGIC | header length | JSON header | serialized engine``; the
+precision, batch profile, the parsed ONNX file's SHA-256 and (INT8) the calibration frames'
+SHA-256. Builds run under a per-engine file lock (:func:`load_or_build`). An engine file is ``MAGIC | header length | JSON header | serialized engine``; the
 header repeats the key and the payload's size and SHA-256, so a truncated, corrupt, stale
 or foreign engine is detected on load (:class:`StaleEngine` says why) and rebuilt instead of
 being trusted. Pure Python: no TensorRT needed, which is what lets CI test it.
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
+import logging
 import os
 import re
 import struct
 import tempfile
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -24,7 +30,10 @@ from mbmt_ros.runtime.bundle import Bundle
 
 __all__ = ["MAGIC", "ENGINE_SUFFIX", "EngineKey", "EngineRecord", "StaleEngine", "pack_engine",
            "unpack_engine", "write_engine", "read_engine", "list_engines", "cache_dir",
-           "timing_cache_path"]
+           "timing_cache_path", "calibration_table_path", "engine_lock", "load_or_build",
+           "find_prebuilt"]
+
+_log = logging.getLogger(__name__)
 
 MAGIC = b"MBMTTRT1"
 ENGINE_SUFFIX = ".engine"
@@ -53,6 +62,8 @@ class EngineKey:
     #: The ONNX file TensorRT parsed (model.onnx or model_fp16.onnx) and its SHA-256.
     onnx_file: str = ""
     onnx_sha256: str = ""
+    #: INT8: SHA-256 of the calibration frames (new frames -> new key, new calibration table).
+    calibration_sha256: str = ""
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -109,8 +120,10 @@ def unpack_engine(data: bytes, key: EngineKey) -> bytes:
     if hashlib.sha256(payload).hexdigest() != header.get("payload_sha256"):
         raise StaleEngine("engine checksum mismatch (the file is corrupt)")
     stored = header["key"]
-    changed = [f"{k}: cached {stored.get(k)!r}, now {v!r}" for k, v in key.as_dict().items()
-               if stored.get(k) != v]
+    # a key field added later (calibration_sha256) reads as its default in older engines
+    defaults = EngineKey("", "", "", "", "", 0, False).as_dict()
+    changed = [f"{k}: cached {stored.get(k, defaults[k])!r}, now {v!r}"
+               for k, v in key.as_dict().items() if stored.get(k, defaults[k]) != v]
     if changed:
         raise StaleEngine("engine was built for something else (" + "; ".join(changed) + ")")
     return payload
@@ -169,11 +182,85 @@ def cache_dir(bundle: Bundle, override: str | os.PathLike[str] | None = None) ->
     return base / "mbmt_ros" / "engines" / bundle.model_sha256[:16]
 
 
-def timing_cache_path(directory: Path, key: EngineKey) -> Path:
-    """TensorRT's timing cache, shared by every engine of one GPU + TensorRT version."""
+def _gpu_slug(key: EngineKey) -> str:
     gpu = re.sub(r"[^A-Za-z0-9]+", "-", key.gpu_name).strip("-").lower() or "gpu"
-    return directory / (f"timing_{gpu}_sm{key.compute_capability.replace('.', '')}"
-                        f"_trt{key.tensorrt_version}.cache")
+    return (f"{gpu}_sm{key.compute_capability.replace('.', '')}_{key.sm_count}sms_"
+            f"{key.total_memory_mib}mib")
+
+
+def timing_cache_path(directory: Path, key: EngineKey) -> Path:
+    """TensorRT's timing cache, keyed like the engine's GPU: name, compute capability, SM
+    count and memory (an AGX Orin and an Orin Nano are both "Orin", sm87) and TensorRT."""
+    return directory / f"timing_{_gpu_slug(key)}_trt{key.tensorrt_version}.cache"
+
+
+def calibration_table_path(directory: Path, key: EngineKey) -> Path:
+    """The INT8 calibration table of ``key``: named by the key's digest, which includes the
+    calibration frames' SHA-256, so new frames never reuse an old table."""
+    return directory / f"{key.filename()}.calib"
+
+
+@contextlib.contextmanager
+def engine_lock(path: Path, timeout: float | None = None) -> Iterator[None]:
+    """An exclusive advisory lock (``fcntl.flock`` on ``<path>.lock``) around one engine's
+    build: a second process (another node on the robot) waits here, then finds the engine
+    built by the first. ``timeout``: seconds before :class:`TimeoutError` (None: wait)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lock_path = path.with_name(path.name + ".lock")
+    with open(lock_path, "a+b") as fh:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(fh.fileno(), fcntl.LOCK_EX | (fcntl.LOCK_NB if deadline else 0))
+                break
+            except BlockingIOError:
+                if deadline is not None and time.monotonic() > deadline:
+                    raise TimeoutError(f"{lock_path} is held by another process (an engine "
+                                       f"build) for more than {timeout} s") from None
+                time.sleep(0.1)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+
+def load_or_build(path: Path, key: EngineKey, build: Callable[[], bytes],
+                  rebuild: bool = False) -> tuple[bytes, bool]:
+    """The engine at ``path`` for ``key``, or ``build()``'s (which must write it to ``path``).
+
+    The build happens under :func:`engine_lock`: a process that finds no valid engine takes
+    the lock, reads the file again (another process may have just built it: then it loads
+    that one) and only then builds. Returns the payload and whether this call built it.
+    A stale or corrupt file is logged (why) and rebuilt.
+    """
+    if not rebuild:
+        try:
+            return read_engine(path, key), False
+        except StaleEngine:
+            pass
+    with engine_lock(path):
+        if not rebuild:
+            try:
+                payload = read_engine(path, key)
+                _log.info("TensorRT: another process built %s while this one waited", path)
+                return payload, False
+            except StaleEngine as why:
+                if path.exists():
+                    _log.warning("TensorRT: rebuilding %s because %s", path, why)
+                else:
+                    _log.info("TensorRT: no cached engine for this GPU / TensorRT / precision")
+        return build(), True
+
+
+def find_prebuilt(directory: Path, key: EngineKey) -> Path | None:
+    """An intact engine in ``directory`` whose key equals ``key`` except for the calibration
+    data (an INT8 engine prebuilt with `mbmt-engine build --calibration`, opened by a node
+    that has no calibration frames); the newest when several match."""
+    wanted = {k: v for k, v in key.as_dict().items() if k != "calibration_sha256"}
+    found = [r for r in list_engines(directory) if r.header is not None and r.problem is None
+             and {k: v for k, v in r.header["key"].items() if k != "calibration_sha256"}
+             == wanted]
+    return max(found, key=lambda r: r.path.stat().st_mtime).path if found else None
 
 
 def _writable(directory: Path) -> bool:

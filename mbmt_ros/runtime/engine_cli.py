@@ -214,7 +214,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         datefmt="%H:%M:%S")
     return run_command("mbmt-engine", args.command,
-                       lambda: _build(args) if args.command == "build" else _info(args))
+                       lambda: {"build": _build, "verify": _verify,
+                                "info": _info}[args.command](args))
 
 
 if __name__ == "__main__":

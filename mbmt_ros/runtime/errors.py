@@ -6,7 +6,7 @@ from mbmt_ros.errors import MbmtError
 __all__ = [
     "RuntimeFailure", "BundleError", "SchemaVersionError", "InputError", "BackendError",
     "UnknownBackendError", "BackendNotInstalledError", "EngineBuildError", "EngineOutOfMemoryError",
-    "InferenceOutOfMemoryError", "TensorRTReadinessError",
+    "InferenceOutOfMemoryError", "TensorRTReadinessError", "FallbackError", "VerificationError",
 ]
 
 
@@ -54,3 +54,13 @@ class InferenceOutOfMemoryError(BackendError, MemoryError):
 class TensorRTReadinessError(RuntimeFailure, ValueError):
     """An ONNX graph breaks a rule of the static TensorRT-readiness check
     (:mod:`mbmt_ros.runtime.trt_readiness`); the message lists every violation."""
+
+
+class FallbackError(BackendError):
+    """A backend would run another precision or device than the one explicitly requested
+    (and ``allow_fallback`` was not given); the message names both."""
+
+
+class VerificationError(BackendError):
+    """The path chosen (backend, precision, device) fails the bundle's reference check
+    (:mod:`mbmt_ros.runtime.verify`); the message names the figure and its limit."""

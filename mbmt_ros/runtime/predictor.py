@@ -16,7 +16,7 @@ from mbmt_ros.runtime.bundle import Bundle
 from mbmt_ros.runtime.errors import BackendError
 from mbmt_ros.runtime.processing import check_batch, check_image, postprocess, resize_images
 
-__all__ = ["Predictor", "Runner", "BundlePredictor"]
+__all__ = ["Predictor", "Runner", "BundlePredictor", "runtime_report"]
 
 
 @runtime_checkable
@@ -69,7 +69,8 @@ class BundlePredictor:
     predictor can be shared between threads (the node's inference thread and tools)."""
 
     def __init__(self, bundle: Bundle, runner: Runner, backend: str, precision: str,
-                 device: str, provider: str | None = None) -> None:
+                 device: str, provider: str | None = None, *, model_file: str = "",
+                 providers: tuple[str, ...] = (), notes: tuple[str, ...] = ()) -> None:
         self.bundle = bundle
         #: What actually runs (never merely what was requested): backend name, ``cuda`` /
         #: ``cpu`` / ..., the precision computed in, and a free-text description of the
@@ -78,6 +79,16 @@ class BundlePredictor:
         self.precision = precision
         self.device = device
         self.provider = provider or backend
+        #: The file really loaded (``model_fp16.onnx``, an engine, ``weights.safetensors``).
+        self.model_file = model_file
+        #: Execution providers / plugins that loaded (ONNX Runtime: ``session.get_providers()``).
+        self.providers = tuple(providers) or (self.provider,)
+        #: Why the backend ran something other than asked (the fallback policy's reasons).
+        self.notes = tuple(notes)
+        #: Set by :func:`mbmt_ros.runtime.open_predictor`: the accepted fallback ("requested
+        #: X, ran Y"; ``None``: none) and the reference check's result (``None``: not run).
+        self.fallback: str | None = None
+        self.verification: object | None = None
         self.tasks = bundle.tasks
         self.class_names = bundle.class_names
         self.palette = bundle.palette
@@ -87,6 +98,16 @@ class BundlePredictor:
     def __repr__(self) -> str:
         return (f"BundlePredictor(bundle={str(self.bundle.path)!r}, backend={self.backend!r}, "
                 f"precision={self.precision!r}, device={self.device!r}, tasks={self.tasks})")
+
+    def report(self) -> dict[str, str]:
+        """What really runs, as ``/diagnostics`` key-values: backend, precision, device,
+        provider list, model file, the accepted fallback and the reference check."""
+        verification = self.verification
+        return {"backend": self.backend, "precision": self.precision, "device": self.device,
+                "providers": ",".join(self.providers), "model_file": self.model_file,
+                "fallback": self.fallback or "none",
+                "verify": getattr(verification, "summary", "not run") if verification
+                else "not run"}
 
     def __enter__(self) -> BundlePredictor:
         return self
@@ -128,3 +149,19 @@ class BundlePredictor:
             if self._runner is not None:
                 self._runner.close()
                 self._runner = None
+
+
+def runtime_report(predictor: object) -> dict[str, str]:
+    """What runs, for ``/diagnostics`` and the node's configure log: a
+    :class:`BundlePredictor`'s :meth:`~BundlePredictor.report`; for another predictor (a
+    wrapper from a custom factory) the fields it has, ``unknown`` / ``not run`` for the rest."""
+    report = getattr(predictor, "report", None)
+    if callable(report):
+        return dict(report())
+    return {"backend": str(getattr(predictor, "backend", "unknown")),
+            "precision": str(getattr(predictor, "precision", "unknown")),
+            "device": str(getattr(predictor, "device", "unknown")),
+            "providers": str(getattr(predictor, "provider", "unknown")),
+            "model_file": str(getattr(predictor, "model_file", "unknown")),
+            "fallback": str(getattr(predictor, "fallback", None) or "none"),
+            "verify": "not run (the predictor factory does not verify)"}

@@ -11,15 +11,19 @@ indices) and TensorRT 11.x, where weak typing is gone:
   ``model_fp16.onnx`` (FP16 inside, uint8 in / int32 + float32 out as in the contract).
   INT8 would need a Q/DQ-quantised graph, which bundles do not carry: a clear error.
 
-Every build uses a timing cache (shared per GPU + TensorRT version), an optimisation profile
-for the ``image`` input (fixed batch, or dynamic 1..N), logs that it is building (minutes on
-a Jetson), and writes the engine atomically; an out-of-memory build raises
+Every build uses a timing cache (shared per GPU - name, compute capability, SM count, memory -
+and TensorRT version; a refused cache is replaced by an empty one), an optimisation profile
+for the ``image`` input (fixed batch, or dynamic 1..N), holds a file lock (a second process
+waits, then loads the engine), logs that it is building (minutes on a Jetson), and writes the
+engine atomically; INT8 engine keys and calibration tables include the calibration frames'
+SHA-256; an out-of-memory build raises
 :class:`EngineOutOfMemoryError` and leaves no engine behind. The configuration logic
 (:func:`plan_build`, :func:`assemble_builder_config`) takes the ``tensorrt`` module as an
 argument so it can be tested without TensorRT.
 """
 from __future__ import annotations
 
+import hashlib
 import importlib
 import logging
 import time
@@ -31,8 +35,10 @@ from mbmt_ros.io import atomic_write_bytes
 from mbmt_ros.runtime.bundle import INPUT_NAME, Bundle, sha256_file
 from mbmt_ros.runtime.engine_cache import (
     EngineKey,
-    StaleEngine,
     cache_dir,
+    calibration_table_path,
+    find_prebuilt,
+    load_or_build,
     read_engine,
     timing_cache_path,
     write_engine,
@@ -45,14 +51,14 @@ from mbmt_ros.runtime.errors import (
 
 __all__ = ["TENSORRT_INSTALL_HINT", "BuildSettings", "BuildPlan", "import_tensorrt",
            "tensorrt_major", "plan_build", "assemble_builder_config", "engine_key",
-           "build_engine", "load_or_build_engine", "is_out_of_memory"]
+           "build_engine", "load_or_build_engine", "is_out_of_memory", "calibration_sha256"]
 
 _log = logging.getLogger(__name__)
 
 TENSORRT_INSTALL_HINT = (
     "TensorRT is not installed: on a Jetson install JetPack's `nvidia-tensorrt` / "
     "`python3-libnvinfer` apt packages; on x86 `pip install tensorrt` (needs an NVIDIA driver). "
-    "The backend also needs cuda-python: `pip install cuda-python`")
+    "The backend also needs cuda-python 12.6.1 or newer: `pip install \"cuda-python>=12.6.1\"`")
 
 _OOM_MARKERS = ("out of memory", "outofmemory", "cudaerrormemoryallocation",
                 "failed to allocate", "insufficient memory", "allocation failed")
@@ -166,7 +172,13 @@ def assemble_builder_config(trt: Any, builder: Any, plan: BuildPlan, settings: B
         if hasattr(config, "set_calibration_profile"):
             config.set_calibration_profile(profile)
     cache = config.create_timing_cache(timing_cache or b"")
-    config.set_timing_cache(cache, ignore_mismatch=False)
+    if not config.set_timing_cache(cache, ignore_mismatch=False) and timing_cache:
+        # False: TensorRT refused the cached timings (another device / version): start empty
+        _log.warning("TensorRT refused the timing cache (made on another GPU or TensorRT); "
+                     "building with an empty one")
+        if not config.set_timing_cache(config.create_timing_cache(b""), ignore_mismatch=False):
+            raise EngineBuildError("TensorRT refused even an empty timing cache "
+                                   "(set_timing_cache returned False); see the TensorRT log")
     return config
 
 
@@ -191,13 +203,28 @@ def engine_key(trt: Any, bundle: Bundle, settings: BuildSettings, gpu: Any) -> E
     GPU name, compute capability, SM count and memory size (every Orin is named "Orin"),
     TensorRT version, precision, batch profile and the SHA-256 of the ONNX file parsed."""
     onnx = source_graph(trt, bundle, settings)
+    calibration = ""
+    if settings.precision == "int8" and settings.calibration_images is not None:
+        calibration = calibration_sha256(settings.calibration_images)
     return EngineKey(model_sha256=bundle.model_sha256, gpu_name=gpu.name,
                      compute_capability=gpu.compute_capability,
                      tensorrt_version=str(trt.__version__), precision=settings.precision,
                      max_batch=settings.batch, dynamic_batch=settings.dynamic_batch,
                      sm_count=int(getattr(gpu, "multiprocessor_count", 0)),
                      total_memory_mib=int(gpu.total_memory) >> 20,
-                     onnx_file=onnx.name, onnx_sha256=sha256_file(onnx))
+                     onnx_file=onnx.name, onnx_sha256=sha256_file(onnx),
+                     calibration_sha256=calibration)
+
+
+def calibration_sha256(images: Any) -> str:
+    """SHA-256 of calibration frames (shape, dtype and pixels): part of the INT8 engine key,
+    so `mbmt-engine build --force --calibration new.npy` never reuses the old table."""
+    import numpy as np
+
+    frames = np.ascontiguousarray(images)
+    digest = hashlib.sha256(f"{frames.shape}|{frames.dtype}|".encode())
+    digest.update(frames.tobytes())
+    return digest.hexdigest()
 
 
 def is_out_of_memory(messages: list[str]) -> bool:
@@ -248,7 +275,7 @@ def build_engine(trt: Any, bundle: Bundle, settings: BuildSettings, key: EngineK
         from mbmt_ros.runtime.trt_calibrator import make_calibrator
 
         calibrator = make_calibrator(trt, settings.calibration_images, settings.batch,
-                                     directory / f"{key.filename()}.calib")
+                                     calibration_table_path(directory, key))
     config = assemble_builder_config(trt, builder, plan, settings, timing, calibrator)
     try:
         serialized = builder.build_serialized_network(network, config)
@@ -282,18 +309,35 @@ def _oom(bundle: Bundle, settings: BuildSettings) -> EngineOutOfMemoryError:
 def load_or_build_engine(trt: Any, bundle: Bundle, settings: BuildSettings, gpu: Any,
                          logger: Any, engine_dir: str | Path | None = None,
                          rebuild: bool = False) -> tuple[bytes, Path]:
-    """The cached engine for this bundle/GPU/TensorRT/precision, rebuilt when stale."""
+    """The cached engine for this bundle/GPU/TensorRT/precision, rebuilt when stale. Builds
+    hold a file lock (:func:`~mbmt_ros.runtime.engine_cache.engine_lock`): two nodes starting
+    together build once, the second loads the first's engine. INT8 without calibration
+    frames (the node) loads an engine prebuilt with `mbmt-engine build --calibration`."""
     key = engine_key(trt, bundle, settings, gpu)
     directory = cache_dir(bundle, engine_dir)
     path = directory / key.filename()
-    if not rebuild:
-        try:
-            payload = read_engine(path, key)
-            _log.info("TensorRT: using cached engine %s", path)
-            return payload, path
-        except StaleEngine as why:
-            if path.exists():
-                _log.warning("TensorRT: rebuilding %s because %s", path, why)
-            else:
-                _log.info("TensorRT: no cached engine for this GPU / TensorRT / precision")
-    return build_engine(trt, bundle, settings, key, directory, logger), path
+    if settings.precision == "int8" and settings.calibration_images is None and not rebuild:
+        prebuilt = find_prebuilt(directory, key)
+        if prebuilt is None:
+            raise EngineBuildError(
+                f"no prebuilt INT8 engine for this GPU / TensorRT in {directory}, and INT8 "
+                f"needs calibration frames to build one: run `mbmt-engine build {bundle.path} "
+                f"--precision int8 --calibration frames.npy` first, or use fp16")
+        stored = list_engine_key(prebuilt)
+        _log.info("TensorRT: using prebuilt INT8 engine %s", prebuilt)
+        return read_engine(prebuilt, stored), prebuilt
+    payload, built = load_or_build(
+        path, key, lambda: build_engine(trt, bundle, settings, key, directory, logger),
+        rebuild=rebuild)
+    if not built:
+        _log.info("TensorRT: using cached engine %s", path)
+    return payload, path
+
+
+def list_engine_key(path: Path) -> EngineKey:
+    """The key stored in an engine file's header (already checked intact by the caller)."""
+    from mbmt_ros.runtime.engine_cache import list_engines
+
+    record = next(r for r in list_engines(path.parent) if r.path == path)
+    assert record.header is not None
+    return EngineKey(**record.header["key"])

@@ -61,3 +61,37 @@ def camera_image(height: int, width: int, seed: int = 0) -> np.ndarray:
     smooth = np.asarray(Image.fromarray(coarse).resize((width, height), Image.Resampling.BICUBIC))
     noise = rng.integers(-8, 9, smooth.shape)
     return np.clip(smooth.astype(np.int16) + noise, 0, 255).astype(np.uint8)
+
+
+def break_graph(bundle: Path, factor: float = -3.0) -> str:
+    """Perturb the weight of the last convolution of ``bundle``'s model.onnx (a task head;
+    scaled by ``factor``) and re-stamp its size and SHA-256 in meta.json, so the checksum
+    check passes and only the reference check can tell; returns the initializer's name."""
+    import json
+
+    import onnx
+    from onnx import numpy_helper
+
+    from mbmt_ros.runtime.bundle import sha256_file
+
+    path = bundle / "model.onnx"
+    model = onnx.load(str(path))
+    last_conv = [n for n in model.graph.node if n.op_type == "Conv"][-1]
+    target = next(t for t in model.graph.initializer if t.name == last_conv.input[1])
+    target.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(target) * factor, target.name))
+    onnx.save(model, str(path))
+    meta = json.loads((bundle / "meta.json").read_text())
+    meta["files"]["model.onnx"] = {"sha256": sha256_file(path), "size": path.stat().st_size}
+    (bundle / "meta.json").write_text(json.dumps(meta))
+    return target.name
+
+
+def drop_reference(bundle: Path) -> None:
+    """Make ``bundle`` look exported by an older mbmt_ros: no reference set."""
+    import json
+
+    meta = json.loads((bundle / "meta.json").read_text())
+    del meta["files"]["reference.npz"]
+    meta.pop("reference", None)
+    (bundle / "meta.json").write_text(json.dumps(meta))
+    (bundle / "reference.npz").unlink()

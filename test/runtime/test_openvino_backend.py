@@ -79,11 +79,17 @@ def test_bf16_only_where_the_cpu_has_it_and_says_what_ran(tiny_bundle_master, ov
         assert pred.precision == expected and pred.device in ("cpu", "gpu")
 
 
-def test_int8_without_an_int8_graph_runs_fp32_and_says_so(tiny_bundle_master, caplog) -> None:
+def test_int8_without_an_int8_graph_is_refused_or_runs_fp32_and_says_so(
+        tiny_bundle_master, caplog) -> None:
+    from mbmt_ros.runtime import FallbackError
+
+    with pytest.raises(FallbackError, match="requested int8 on cpu, ran fp32.*mbmt-train "
+                                            "quantize"):
+        open_predictor(tiny_bundle_master, backend="openvino", precision="int8", device="cpu")
     caplog.set_level(logging.WARNING, logger="mbmt_ros.runtime")
     with open_predictor(tiny_bundle_master, backend="openvino", precision="int8",
-                        device="cpu") as pred:
-        assert pred.precision == "fp32"
+                        device="cpu", allow_fallback=True) as pred:
+        assert pred.precision == "fp32" and pred.model_file == "model.onnx"
     assert "mbmt-train quantize" in caplog.text
 
 
@@ -95,7 +101,7 @@ def test_threads_honoured_and_model_cached_under_the_engine_cache(tiny_bundle, t
                         num_threads=1) as pred:
         first = pred.predict(image)
     assert "1 inference threads" in caplog.text
-    blobs = list((tiny_bundle / "engines" / "openvino").glob("*.blob"))
+    blobs = list((tiny_bundle / "engines" / "openvino").glob("model-*/*.blob"))
     assert blobs, "no compiled model cached in <bundle>/engines/openvino"
     for blob in blobs:  # a damaged cache is recompiled, never trusted
         blob.write_bytes(blob.read_bytes()[:1000])
@@ -108,18 +114,22 @@ def test_threads_honoured_and_model_cached_under_the_engine_cache(tiny_bundle, t
     with open_predictor(tiny_bundle, backend="openvino", device="cpu", precision="fp32",
                         engine_cache_dir=elsewhere):
         pass
-    assert list((elsewhere / "openvino").glob("*.blob"))
+    assert list((elsewhere / "openvino").glob("model-*/*.blob"))
 
 
 def test_cuda_or_missing_intel_gpu_falls_back_to_the_cpu(tiny_bundle_master, caplog) -> None:
     caplog.set_level(logging.WARNING, logger="mbmt_ros.runtime")
     assert "NVIDIA" in BACKENDS["openvino"].availability("cuda")
+    from mbmt_ros.runtime import FallbackError
+
+    with pytest.raises(FallbackError, match="requested fp32 on cuda, ran fp32 on cpu"):
+        open_predictor(tiny_bundle_master, backend="openvino", precision="fp32", device="cuda")
     with open_predictor(tiny_bundle_master, backend="openvino", precision="fp32",
-                        device="cuda") as pred:
-        assert pred.device == "cpu"
-    assert "running on the CPU" in caplog.text
+                        device="cuda", allow_fallback=True) as pred:
+        assert pred.device == "cpu" and "NVIDIA" in pred.fallback
+    assert "the CPU runs it" in caplog.text
     with open_predictor(tiny_bundle_master, backend="openvino", precision="fp32",
-                        device="gpu") as pred:
+                        device="gpu", allow_fallback=True) as pred:
         gpu = BACKENDS["openvino"].availability("gpu") is None
         assert pred.device == ("gpu" if gpu else "cpu")
 

@@ -15,6 +15,7 @@ from mbmt_ros.runtime import (
     BACKENDS,
     BackendError,
     BackendNotInstalledError,
+    FallbackError,
     InputError,
     Predictor,
     UnknownBackendError,
@@ -202,11 +203,18 @@ def test_openvino_only_values_are_reported_as_what_really_runs(backend: str,
     # an Intel GPU is OpenVINO's: another backend refuses rather than run elsewhere silently
     with pytest.raises(BackendError, match="only the openvino backend"):
         open_predictor(tiny_bundle_master, backend=backend, device="gpu")
-    # device auto / precision auto or bf16: the predictor states the device and precision used
-    for precision in ("auto", "bf16"):
-        with open_predictor(tiny_bundle_master, backend=backend, precision=precision,
-                            device="auto") as pred:
-            assert pred.device in ("cuda", "cpu")
-            assert pred.precision in (("fp16", "fp32") if pred.device == "cuda" else ("fp32",))
-            out = pred.predict(camera_image(*BUNDLE_SIZE))
-            assert out["segmentation"].shape == BUNDLE_SIZE
+    # device auto / precision auto: the predictor states the device and precision used
+    with open_predictor(tiny_bundle_master, backend=backend, precision="auto",
+                        device="auto") as pred:
+        assert pred.device in ("cuda", "cpu") and pred.fallback is None
+        assert pred.precision in (("fp16", "fp32") if pred.device == "cuda" else ("fp32",))
+        out = pred.predict(camera_image(*BUNDLE_SIZE))
+        assert out["segmentation"].shape == BUNDLE_SIZE
+    # bf16 (OpenVINO's) is not what this backend runs: an error naming both by default ...
+    with pytest.raises(FallbackError, match=rf"{backend}: requested bf16 on auto, ran fp32"):
+        open_predictor(tiny_bundle_master, backend=backend, precision="bf16", device="auto")
+    # ... and accepted with allow_fallback: a WARN line and the predictor's fallback field
+    with open_predictor(tiny_bundle_master, backend=backend, precision="bf16", device="cpu",
+                        allow_fallback=True) as pred:
+        assert pred.precision == "fp32" and "requested bf16 on cpu, ran fp32" in pred.fallback
+        assert pred.report()["fallback"] == pred.fallback

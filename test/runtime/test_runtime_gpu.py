@@ -69,3 +69,27 @@ def test_tensorrt_engine_build_cache_and_parity(tiny_bundle: Path, precision: st
     with open_predictor(tiny_bundle, backend="tensorrt", precision=precision) as pred:
         _check(pred.predict(image), ref)
     assert engines[0].stat().st_mtime_ns == mtime  # loaded from the cache, not rebuilt
+
+
+@pytest.mark.parametrize("backend", ["torch", "onnxruntime", "tensorrt"])
+def test_gpu_fp16_paths_are_measured_against_the_reference_set(tiny_bundle: Path,
+                                                               backend: str) -> None:
+    """verify on a GPU: the fp16 path's figures against the exported FP32 reference (a tiny
+    random-init model: the same bounds as the parity checks above; a trained model meets the
+    FP16 limits of docs/deployment.md section 9)."""
+    from mbmt_ros.runtime import BACKENDS
+    from mbmt_ros.runtime.verify import verify_predictor
+
+    if BACKENDS[backend].availability("cuda") is not None:
+        pytest.skip(f"{backend} cannot run on CUDA here")
+    options = {"ort_tensorrt": False} if backend == "onnxruntime" else {}
+    with open_predictor(tiny_bundle, backend=backend, precision="fp16", device="cuda",
+                        **options) as pred:
+        assert (pred.device, pred.precision, pred.fallback) == ("cuda", "fp16", None)
+        if backend == "onnxruntime":  # the FP16 graph, on the CUDA provider that loaded
+            assert pred.model_file == "model_fp16.onnx"
+            assert pred.providers[0] == "CUDAExecutionProvider"
+        result = verify_predictor(pred)
+    assert result.status in ("passed", "failed") and result.precision == "fp16"
+    assert result.figures["segmentation_agreement"] >= SEG_AGREEMENT_FP16
+    assert result.figures["normals_angle_deg"] < 10.0

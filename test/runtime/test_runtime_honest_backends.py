@@ -10,7 +10,14 @@ import numpy as np
 import pytest
 from runtime_helpers import BUNDLE_SIZE
 
-from mbmt_ros.runtime import BACKENDS, BackendNotInstalledError, Bundle, open_predictor, registry
+from mbmt_ros.runtime import (
+    BACKENDS,
+    BackendNotInstalledError,
+    Bundle,
+    FallbackError,
+    open_predictor,
+    registry,
+)
 from mbmt_ros.runtime import engine_cache as ec
 from mbmt_ros.runtime.backends import onnxruntime_backend as orb
 
@@ -55,14 +62,40 @@ def test_tensorrt_ep_options(tiny_bundle: Path, tmp_path: Path,
     assert model.endswith("model_fp16.onnx") and providers[0][0] == "CUDAExecutionProvider"
 
 
-def test_cpu_fallback_reports_what_runs(tiny_bundle_master: Path) -> None:
-    """CUDA + fp16 requested from a CPU-only onnxruntime: device cpu, precision fp32."""
+def test_cpu_fallback_is_an_error_unless_allowed_then_a_warning(
+        tiny_bundle_master: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """CUDA + fp16 requested from a CPU-only onnxruntime: refused by default, naming what was
+    asked and what would run; with allow_fallback it runs, says so at WARN (never INFO) and
+    reports device cpu, precision fp32, the providers that loaded and the file."""
     if orb.availability("cuda") is None:
         pytest.skip("this onnxruntime can run on a GPU")
+    with pytest.raises(FallbackError, match="requested fp16 on cuda, ran fp32 on cpu "
+                                            r"\(CUDA unavailable"):
+        open_predictor(tiny_bundle_master, backend="onnxruntime", precision="fp16",
+                       device="cuda")
+    caplog.set_level(logging.INFO, logger="mbmt_ros.runtime")
     with open_predictor(tiny_bundle_master, backend="onnxruntime", precision="fp16",
-                        device="cuda") as pred:
+                        device="cuda", allow_fallback=True) as pred:
         assert (pred.backend, pred.device, pred.precision) == ("onnxruntime", "cpu", "fp32")
         assert pred.provider == "CPUExecutionProvider"
+        assert pred.providers == ("CPUExecutionProvider",) and pred.model_file == "model.onnx"
+        report = pred.report()
+        assert report["fallback"].startswith("onnxruntime: requested fp16 on cuda, ran fp32")
+    fallback_lines = [r for r in caplog.records if "requested fp16 on cuda" in r.getMessage()]
+    assert fallback_lines and all(r.levelno == logging.WARNING for r in fallback_lines)
+
+
+def test_the_file_follows_the_providers_that_loaded(tiny_bundle_master: Path) -> None:
+    """The model file is picked from the providers that *loaded*: the FP16 graph only on the
+    CUDA EP, the INT8 graph only on the CPU EP, model.onnx under the TensorRT EP."""
+    bundle = Bundle.load(tiny_bundle_master)
+    cuda, cpu = ["CUDAExecutionProvider", "CPUExecutionProvider"], ["CPUExecutionProvider"]
+    assert orb.model_for_providers(bundle, "fp16", cuda).endswith("model_fp16.onnx")
+    assert orb.model_for_providers(bundle, "fp16", cpu).endswith("model.onnx")  # CUDA EP failed
+    assert orb.model_for_providers(bundle, "fp16", ALL_GPU_EPS).endswith("model.onnx")
+    assert orb.ran_precision(str(bundle.model_path), ALL_GPU_EPS, "fp16") == "fp16"
+    assert orb.ran_precision(str(bundle.model_path), cuda, "fp16") == "fp32"  # TRT EP skipped
+    assert orb.ran_precision(str(bundle.fp16_model_path), cuda, "fp16") == "fp16"
 
 
 def test_num_threads_and_warmup(tiny_bundle_master: Path,
@@ -91,3 +124,23 @@ def test_auto_prefers_openvino_on_the_cpu_and_survives_a_missing_module(
     with open_predictor(tiny_bundle_master, device="cpu") as pred:
         assert pred.backend == "onnxruntime"
     assert "passed over: openvino/cpu: backend 'openvino' is not part of" in caplog.text
+
+
+@pytest.mark.filterwarnings("ignore:Specified provider 'CUDAExecutionProvider'")
+def test_cuda_provider_that_fails_to_load_never_runs_the_fp16_graph_on_the_cpu(
+        tiny_bundle_master: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """onnxruntime-gpu whose CUDA provider does not load (a cuDNN mismatch): ONNX Runtime
+    itself drops to the CPU provider. The graph follows the providers that loaded - the FP32
+    one, not model_fp16.onnx - and the run is reported as fp32 on the CPU, a fallback."""
+    if orb.availability("cuda") is None:
+        pytest.skip("the CUDA provider loads here")
+    monkeypatch.setattr(orb, "availability", lambda device: None)  # "this build has CUDA"
+    with pytest.raises(FallbackError, match="requested fp16 on cuda, ran fp32 on cpu"):
+        open_predictor(tiny_bundle_master, backend="onnxruntime", precision="fp16",
+                       device="cuda", ort_tensorrt=False)
+    with open_predictor(tiny_bundle_master, backend="onnxruntime", precision="fp16",
+                        device="cuda", ort_tensorrt=False, allow_fallback=True) as pred:
+        assert (pred.device, pred.precision, pred.model_file) == ("cpu", "fp32", "model.onnx")
+        assert pred.providers == ("CPUExecutionProvider",)
+        assert "model_fp16.onnx was picked for CUDAExecutionProvider but " \
+               "CPUExecutionProvider loaded" in pred.fallback

@@ -144,12 +144,25 @@ def test_refused_tensor_address_frees_what_was_allocated(cuda, tiny_bundle_maste
 
 
 def test_out_of_memory_is_reported_and_never_a_rebuild(cuda, tiny_bundle_master: Path) -> None:
-    """No context (TensorRT could not allocate it) is out-of-memory, which ``open`` does not
-    treat as an unusable engine to rebuild; an engine TensorRT cannot read is."""
+    """No context with an allocation failure in TensorRT's log is out-of-memory, which
+    ``open`` does not treat as an unusable engine to rebuild; an engine TensorRT cannot read
+    is. No context for another reason says what TensorRT logged - never a guessed OOM."""
     bundle = Bundle.load(tiny_bundle_master)
+    oom_log = SimpleNamespace(errors=["[defaultAllocator.cpp::allocate] Error Code 1: Cuda "
+                                      "Runtime (out of memory)"])
     with pytest.raises(InferenceOutOfMemoryError, match="out of memory") as oom:
-        _runner(FakeTensorRTForRunnerChecks(context=False), bundle)
+        tb.TensorRTRunner(FakeTensorRTForRunnerChecks(context=False), b"engine", bundle,
+                          BuildSettings("fp16"), oom_log)
     assert not isinstance(oom.value, tb.UnusableEngine)
+    other_log = SimpleNamespace(errors=["IExecutionContext: profile 0 is invalid"])
+    with pytest.raises(BackendError, match="could not create an execution context: "
+                                           "IExecutionContext: profile 0 is invalid") as other:
+        tb.TensorRTRunner(FakeTensorRTForRunnerChecks(context=False), b"engine", bundle,
+                          BuildSettings("fp16"), other_log)
+    assert not isinstance(other.value, (InferenceOutOfMemoryError, tb.UnusableEngine))
+    with pytest.raises(BackendError, match="no error was logged") as silent:
+        _runner(FakeTensorRTForRunnerChecks(context=False), bundle)
+    assert not isinstance(silent.value, InferenceOutOfMemoryError)
     with pytest.raises(tb.UnusableEngine, match="deserialise"):
         _runner(FakeTensorRTForRunnerChecks(engine=False), bundle)
 

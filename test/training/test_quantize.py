@@ -55,7 +55,8 @@ def test_cli_writes_int8_graph_and_both_backends_run_it(bundle, dataset, capsys)
     from training.cli import main
 
     code = main(["quantize", "--bundle", str(bundle), "--data", str(dataset), "--frames", "6",
-                 "--max-miou-drop", "100", "--max-depth-increase", "1000"])
+                 "--max-miou-drop", "100", "--max-depth-increase", "1000",
+                 "--max-normals-increase", "1000"])
     assert code == 0, capsys.readouterr().err
     assert "wrote" in capsys.readouterr().out
     loaded = Bundle.load(bundle, verify_checksums=True)  # meta lists it with its checksum
@@ -85,6 +86,23 @@ def test_cli_writes_int8_graph_and_both_backends_run_it(bundle, dataset, capsys)
         assert out["segmentation"].shape == SIZE and out["depth"].dtype == np.float32
         assert np.mean(out["segmentation"] == fp32["segmentation"]) > 0.8
         assert np.abs(out["normals"] - fp32["normals"]).mean() < 0.1
+    # the gate measured normals, and the INT8 figures on the reference set the robot's
+    # verify derives its INT8 limits from
+    for name in backends:
+        assert accuracy["delta"][name]["normals_mean_err_increase_deg"] is not None
+        assert accuracy["agreement"][name]["normals_mean_angle_diff_deg"] >= 0.0
+        assert set(record["reference"][name]) == {"segmentation_agreement", "depth_rel_error",
+                                                  "normals_angle_deg"}
+    assert record["limits"]["max_normals_mean_err_increase_deg"] == 1000
+    from mbmt_ros.runtime.verify import limits_for
+
+    derived = limits_for(loaded, "int8")
+    worst = min(f["segmentation_agreement"] for f in record["reference"].values())
+    assert derived.min_segmentation_agreement == pytest.approx(
+        max(0.0, 1.0 - (2 * (1.0 - worst) + 0.02)))
+    with open_predictor(bundle, backend="onnxruntime", precision="int8", device="cpu",
+                        verify=True) as pred:  # the same machine passes its own gate
+        assert pred.verification.passed, pred.verification.summary
 
 
 def _has_openvino() -> bool:
@@ -135,5 +153,13 @@ def test_evenly_spaced_and_delta_arithmetic() -> None:
     with pytest.raises(AccuracyLimitError, match=r"mIoU -0.80 points > 0.5"):
         _enforce(report, Limits(max_miou_drop=0.5, max_depth_increase_pct=5.0))
     assert _delta({"depth": {"abs_err": 1.0}}, {"depth": {"abs_err": 1.0}}) == {
-        "miou_drop_points": None, "depth_abs_err_increase_pct": 0.0}
+        "miou_drop_points": None, "depth_abs_err_increase_pct": 0.0,
+        "normals_mean_err_increase_deg": None}
+    # normals are part of the gate: mean angle error increase in degrees
+    normals = _delta({"normals": {"mean": 30.0}}, {"normals": {"mean": 32.5}})
+    assert normals["normals_mean_err_increase_deg"] == pytest.approx(2.5)
+    with pytest.raises(AccuracyLimitError, match=r"normals mean angle err \+2.50 deg > 2 deg"):
+        _enforce({"split": "val", "frames": 9, "delta": {"onnxruntime": normals}}, Limits())
+    _enforce({"split": "val", "frames": 9, "delta": {"onnxruntime": normals}},
+             Limits(max_normals_increase_deg=3.0))
     assert json.dumps(delta)  # recorded in meta.json as plain numbers

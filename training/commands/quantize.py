@@ -25,6 +25,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-depth-increase", type=float, default=2.0, metavar="PERCENT",
                         help="refuse when the depth abs error grows by more than this percent "
                              "(default 2)")
+    parser.add_argument("--max-normals-increase", type=float, default=2.0, metavar="DEGREES",
+                        help="refuse when the normals mean angle error grows by more than this "
+                             "many degrees (default 2)")
     parser.add_argument("--calibration", choices=("minmax", "entropy", "percentile"),
                         default="minmax", help="calibration method (default minmax)")
     parser.add_argument("--backends", nargs="+", choices=("onnxruntime", "openvino"),
@@ -38,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
     record = quantize_bundle(
         args.bundle, args.data, frames=args.frames, calib_split=args.calib_split,
         val_split=args.val_split, val_frames=args.val_frames,
-        limits=Limits(args.max_miou_drop, args.max_depth_increase),
+        limits=Limits(args.max_miou_drop, args.max_depth_increase, args.max_normals_increase),
         calibration=args.calibration, backends=args.backends, num_threads=args.threads)
     accuracy = record["accuracy"]
     for name, delta in accuracy["delta"].items():

@@ -35,4 +35,5 @@ def export(ctx: StageContext) -> dict[str, Any]:
     meta = json.loads((bundle / "meta.json").read_text(encoding="utf-8"))
     return {"bundle": str(bundle), "from": source, "checkpoint": str(ckpt),
             "tasks": meta.get("tasks"), "input_size": meta.get("input_size"),
+            "reference": meta.get("reference"),  # the set `mbmt-engine verify` checks against
             "model_file": MODEL_FILE}

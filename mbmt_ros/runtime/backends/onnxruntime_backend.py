@@ -152,37 +152,79 @@ class _OrtRunner:
         self._session = None
 
 
+def _provider_name(provider: Any) -> str:
+    return provider if isinstance(provider, str) else provider[0]
+
+
+def model_for_providers(bundle: Bundle, precision: str, active: list[str]) -> str:
+    """The graph that matches the providers that *loaded* (not those requested): the FP16
+    file only where the CUDA EP executes it, the INT8 file only on the CPU EP, else
+    ``model.onnx`` (the TensorRT EP makes FP16 itself from the FP32 graph)."""
+    first = active[0] if active else "CPUExecutionProvider"
+    if first == "CUDAExecutionProvider" and precision == "fp16" \
+            and bundle.fp16_model_path is not None:
+        return str(bundle.fp16_model_path)
+    if first == "CPUExecutionProvider" and precision == "int8" \
+            and bundle.int8_model_path is not None:
+        return str(bundle.int8_model_path)
+    return str(bundle.model_path)
+
+
+def ran_precision(model: str, active: list[str], precision: str) -> str:
+    """What a session computes in: the TensorRT EP in FP16 when it was built with the FP16
+    flag, the FP16 / INT8 graphs in their precision, everything else FP32."""
+    if active and active[0] == "TensorrtExecutionProvider":
+        return "fp16" if precision == "fp16" else "fp32"
+    if model.endswith("fp16.onnx"):
+        return "fp16"
+    return "int8" if model.endswith("int8.onnx") else "fp32"
+
+
+def _session(ort: Any, model: str, providers: list[Any], options: dict[str, Any]) -> Any:
+    try:
+        return ort.InferenceSession(model, sess_options=session_options(
+            options.get("num_threads")), providers=providers)
+    except Exception as exc:  # ORT raises its own exception types (Fail, InvalidGraph...)
+        raise BackendError(f"ONNX Runtime cannot load {model}: {exc}; the file may be "
+                           f"corrupt - re-run `mbmt-train export`") from exc
+
+
 def open(bundle: Bundle, precision: str = "fp32", device: str = "cpu",  # noqa: A001
          **options: Any) -> BundlePredictor:
     """An ONNX Runtime predictor; options: ``num_threads`` (CPU intra-op threads),
     ``engine_cache_dir``, ``ort_tensorrt`` (False disables the TensorRT EP), ``batch`` /
     ``dynamic_batch`` (the TensorRT EP's profile), ``workspace_mb``. ``.device``,
-    ``.precision`` and ``.provider`` report what the session actually runs."""
+    ``.precision``, ``.providers`` and ``.model_file`` report what the session actually runs
+    (read back with ``session.get_providers()`` after creation); ``.notes`` say why it
+    differs from the request (the registry applies the fallback policy)."""
     ort = _ort()
+    notes: list[str] = []
     if device == "cuda" and availability("cuda") is not None:
-        _log.warning("onnxruntime: CUDA requested but %s; running on the CPU",
-                     availability("cuda"))
+        notes.append(f"CUDA unavailable: {availability('cuda')}")
         device = "cpu"
     providers, model = _providers(bundle, precision, device, options)
-    try:
-        session = ort.InferenceSession(model, sess_options=session_options(
-            options.get("num_threads")), providers=providers)
-    except Exception as exc:  # ORT raises its own exception types (Fail, InvalidGraph...)
-        raise BackendError(f"ONNX Runtime cannot load {model}: {exc}; the file may be "
-                           f"corrupt - re-run `mbmt-train export`") from exc
+    session = _session(ort, model, providers, options)
+    active = list(session.get_providers())
+    requested = [_provider_name(p) for p in providers]
+    if active[:1] != requested[:1]:
+        notes.append(f"requested providers {requested}, loaded {active}")
+    wanted = model_for_providers(bundle, precision, active)
+    if wanted != model:  # e.g. the TensorRT EP was skipped: the FP16 graph on the CUDA EP
+        notes.append(f"{Path(model).name} was picked for {requested[0]} but {active[0]} "
+                     f"loaded; running {Path(wanted).name}")
+        model = wanted
+        session = _session(ort, model, [p for p in providers if _provider_name(p) in active],
+                           options)
+        active = list(session.get_providers())
     _check_io(session, bundle, model)
-    active = session.get_providers()
-    if device == "cuda" and active[0] == "CPUExecutionProvider":
-        device = "cpu"
-    used_precision = "fp16" if device == "cuda" and precision == "fp16" and (
-        active[0] == "TensorrtExecutionProvider" or model.endswith("fp16.onnx")) else (
-        "int8" if model.endswith("int8.onnx") else "fp32")
-    if used_precision != precision:
-        _log.info("onnxruntime: %s requested, running %s on %s", precision, used_precision,
-                  device)
-    _log.info("onnxruntime: %s with providers %s", model, active)
+    ran_on = "cuda" if active[0] in _GPU_PROVIDERS else "cpu"
+    used_precision = ran_precision(model, active, precision)
+    _log.info("onnxruntime: %s with providers %s (%s on %s)", Path(model).name, active,
+              used_precision, ran_on)
     return BundlePredictor(bundle, _OrtRunner(session, bundle), backend="onnxruntime",
-                           precision=used_precision, device=device, provider=active[0])
+                           precision=used_precision, device=ran_on, provider=active[0],
+                           model_file=Path(model).name, providers=tuple(active),
+                           notes=tuple(notes))
 
 
 def _check_io(session: Any, bundle: Bundle, model: str) -> None:

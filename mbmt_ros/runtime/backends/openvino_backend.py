@@ -1,20 +1,22 @@
 """OpenVINO backend: CPUs (x86 and ARM) and Intel GPUs, for robots without an NVIDIA GPU.
 
 Devices: ``cpu``, ``gpu`` (an Intel GPU) or ``auto`` (the GPU when OpenVINO sees one, else the
-CPU); ``cuda`` is not an OpenVINO device and runs on the CPU with a warning, as ONNX Runtime
-does without CUDA. Precisions: ``fp32``; ``bf16`` where the CPU has it (AVX-512 BF16 or AMX,
+CPU); ``cuda`` is not an OpenVINO device and runs on the CPU - a fallback, which the
+registry's policy refuses unless ``allow_fallback`` (:mod:`mbmt_ros.runtime.delivery`). Precisions: ``fp32``; ``bf16`` where the CPU has it (AVX-512 BF16 or AMX,
 read from OpenVINO's ``OPTIMIZATION_CAPABILITIES``; elsewhere fp32 runs); ``fp16`` on a GPU;
 ``int8`` runs the bundle's ``model_int8.onnx`` (``mbmt-train quantize``; the rest of the graph
 in fp32, as measured there; on the CPU without the quantize-dequantize pairs on convolution
 outputs that no INT8 operation reads, see :func:`drop_conv_output_requantization`); ``auto`` =
-int8 when the bundle has it, else bf16 / fp16 where the hardware has it, else fp32. The
+int8 when the bundle has it and the CPU has integer dot products (VNNI / AMX / ARM dot
+product), else bf16 / fp16 where the hardware has it, else fp32. The
 predictor's ``.precision`` / ``.device`` report what the compiled model actually runs
 (OpenVINO's own view of it), never the request.
 
 Compiled models are cached by OpenVINO (``CACHE_DIR``) in ``<engine cache>/openvino`` - the
 bundle's ``engines/`` folder, or the per-user cache for read-only bundles - so a restart
-skips compilation. OpenVINO keys its cache by model, device, version and settings; a cache
-it cannot read is deleted and the model compiled again, never trusted. The shape is fixed
+skips compilation, one folder per graph file. OpenVINO keys its cache by model, device,
+version and settings; when a compile with the cache fails, this model's folder (only) is
+deleted and the model compiled again, never trusted. The shape is fixed
 to the bundle's input size and ``batch`` (default 1) images, which OpenVINO runs faster than
 a dynamic batch; the shared :class:`BundlePredictor` splits larger batches.
 """
@@ -34,7 +36,7 @@ from mbmt_ros.runtime.errors import BackendError, BackendNotInstalledError
 from mbmt_ros.runtime.predictor import BundlePredictor
 
 __all__ = ["availability", "open", "cpu_capabilities", "resolve_precision",
-           "drop_conv_output_requantization"]
+           "drop_conv_output_requantization", "cpu_has_int8_dot_product", "model_cache_dir"]
 
 _log = logging.getLogger(__name__)
 _INSTALL = "OpenVINO is not installed: `pip install openvino` (or mbmt_ros[openvino])"
@@ -79,35 +81,53 @@ def availability(device: str) -> str | None:
     return None
 
 
-def _device(requested: str) -> str:
-    """OpenVINO device name for ``requested`` (falls back to the CPU with a warning)."""
+def _device(requested: str, notes: list[str]) -> str:
+    """OpenVINO device name for ``requested``; a device OpenVINO lacks here runs on the CPU,
+    with the reason in ``notes`` (the registry's fallback policy decides what that means)."""
     if requested in ("gpu", "auto") and _gpu_visible():
         return "GPU"
     if requested in ("gpu", "cuda"):
-        _log.warning("openvino: device %s requested but %s; running on the CPU", requested,
-                     availability(requested))
+        notes.append(f"device {requested}: {availability(requested)}; the CPU runs it")
     return "CPU"
 
 
-def resolve_precision(requested: str, ov_device: str, has_int8: bool) -> str:
+#: /proc/cpuinfo flags of integer dot-product instructions (x86 VNNI / AMX, ARM dot product).
+_INT8_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8", "asimddp")
+
+
+def cpu_has_int8_dot_product(cpuinfo: str | None = None) -> bool:
+    """Whether the CPU has integer dot-product instructions (AVX-512 VNNI, AVX-VNNI, AMX-INT8,
+    ARMv8.2 dot product), where OpenVINO's INT8 kernels pay off and cannot overflow the way
+    the AVX2 path can (OpenVINO's documented 8-bit weight saturation on non-VNNI CPUs)."""
+    if cpuinfo is None:
+        try:
+            with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as fh:
+                cpuinfo = fh.read()
+        except OSError:
+            return False
+    flags = set(cpuinfo.replace("\t", " ").split())
+    return any(flag in flags for flag in _INT8_FLAGS)
+
+
+def resolve_precision(requested: str, ov_device: str, has_int8: bool,
+                      notes: list[str] | None = None) -> str:
     """The precision to try for ``requested`` on ``ov_device`` (``CPU``/``GPU``) given the
-    bundle and the hardware: ``auto`` -> int8 > bf16 (CPU) / fp16 (GPU) > fp32; an
-    unavailable one -> fp32 (logged)."""
+    bundle and the hardware: ``auto`` -> int8 (the bundle has the graph and, on the CPU, the
+    CPU has integer dot products) > bf16 (CPU) / fp16 (GPU) > fp32; an unavailable one ->
+    fp32, with the reason appended to ``notes``."""
+    notes = notes if notes is not None else []
     caps = cpu_capabilities() if ov_device == "CPU" else ("FP32", "FP16", "INT8")
     if requested == "auto":
-        if has_int8:
+        if has_int8 and (ov_device != "CPU" or cpu_has_int8_dot_product()):
             return "int8"
         half = "bf16" if ov_device == "CPU" else "fp16"
         return half if half.upper() in caps else "fp32"
     if requested == "int8" and not has_int8:
-        _log.warning("openvino: int8 requested but the bundle has no model_int8.onnx (make one "
-                     "with `mbmt-train quantize`); running fp32")
+        notes.append("int8: the bundle has no model_int8.onnx (make one with "
+                     "`mbmt-train quantize`)")
         return "fp32"
     if requested in ("bf16", "fp16") and requested.upper() not in caps:
-        # fp16 is the node's default (a GPU setting): on a CPU without it fp32 is expected
-        (_log.info if requested == "fp16" else _log.warning)(
-            "openvino: %s requested but the %s lacks it (capabilities %s); running fp32",
-            requested, ov_device, list(caps))
+        notes.append(f"{requested}: the {ov_device} lacks it (capabilities {list(caps)})")
         return "fp32"
     return requested
 
@@ -151,31 +171,44 @@ def _config(precision: str, ov_device: str, num_threads: int | None,
 
 
 def _compile(model: Any, ov_device: str, config: dict[str, Any]) -> Any:
+    """Compile; when that fails with the cache set, drop only *this model's* cache folder
+    (:func:`model_cache_dir`: one per graph file), never the whole cache, and compile again."""
     try:
         return _core().compile_model(model, ov_device, config)
     except RuntimeError as exc:
         cache = config.get("CACHE_DIR")
         if cache is None:
             raise
-        _log.warning("openvino: compiling with the cache %s failed (%s); clearing it and "
-                     "compiling again", cache, str(exc).splitlines()[0] if str(exc) else exc)
+        _log.warning("openvino: compiling with the cache %s failed (%s); clearing this "
+                     "model's cache entries and compiling again", cache,
+                     str(exc).splitlines()[0] if str(exc) else exc)
         shutil.rmtree(cache, ignore_errors=True)
         Path(cache).mkdir(parents=True, exist_ok=True)
         return _core().compile_model(model, ov_device, config)
+
+
+def model_cache_dir(root: Path, bundle: Bundle, path: Path) -> Path:
+    """This graph's own OpenVINO cache folder under ``root``: ``<file stem>-<sha256 prefix>``,
+    so clearing it after a failed compile leaves other models' compiled blobs alone."""
+    digest = str(bundle.meta["files"].get(path.name, {}).get("sha256", ""))[:16] or "unlisted"
+    return root / f"{path.stem}-{digest}"
 
 
 def open(bundle: Bundle, precision: str = "fp32", device: str = "cpu",  # noqa: A001
          **options: Any) -> BundlePredictor:
     """An OpenVINO predictor; options: ``num_threads`` (CPU inference threads, default:
     OpenVINO's choice), ``batch`` (images per inference, default 1), ``engine_cache_dir``
-    (the cache folder; ``openvino/`` is used inside it), ``model_cache`` (False: no cache)."""
+    (the cache folder; ``openvino/<model>-<hash>/`` is used inside it), ``model_cache``
+    (False: no cache). ``.notes`` say why what runs differs from the request."""
     ov = _ov()
-    ov_device = _device(device)
-    chosen = resolve_precision(precision, ov_device, bundle.int8_model_path is not None)
+    notes: list[str] = []
+    ov_device = _device(device, notes)
+    chosen = resolve_precision(precision, ov_device, bundle.int8_model_path is not None, notes)
     path = bundle.int8_model_path if chosen == "int8" else bundle.model_path
+    assert path is not None
     batch = int(options.get("batch") or 1)
-    cache = (cache_dir(bundle, options.get("engine_cache_dir")) / "openvino"
-             if options.get("model_cache", True) else None)
+    cache = (model_cache_dir(cache_dir(bundle, options.get("engine_cache_dir")) / "openvino",
+                             bundle, path) if options.get("model_cache", True) else None)
     if cache is not None:
         try:
             cache.mkdir(parents=True, exist_ok=True)
@@ -187,8 +220,14 @@ def open(bundle: Bundle, precision: str = "fp32", device: str = "cpu",  # noqa: 
         model = _core().read_model(str(path))
         _check_io(model, bundle, path)
         if chosen == "int8" and ov_device == "CPU":
-            _log.debug("openvino: dropped %d convolution output requantizations",
-                       drop_conv_output_requantization(model))
+            dropped = drop_conv_output_requantization(model)
+            if dropped == 0:
+                _log.warning("openvino: no convolution-output quantize-dequantize pair matched "
+                             "the pattern in %s (OpenVINO %s): INT8 runs, but without the "
+                             "fused-activation speed-up (docs/deployment.md section 8)",
+                             path.name, ov.__version__)
+            else:
+                _log.debug("openvino: dropped %d convolution output requantizations", dropped)
         model.reshape({INPUT_NAME: ov.PartialShape([batch, *bundle.input_size, 3])})
         compiled = _compile(model, ov_device, _config(chosen, ov_device,
                                                       options.get("num_threads"), cache))
@@ -199,14 +238,16 @@ def open(bundle: Bundle, precision: str = "fp32", device: str = "cpu",  # noqa: 
         raise BackendError(f"OpenVINO cannot load {path} on {ov_device}: {first}; the file may "
                            f"be corrupt - re-run `mbmt-train export`") from exc
     used = _ran_precision(compiled, chosen)
+    if used != chosen:
+        notes.append(f"the compiled model runs {used}, not {chosen}")
     ran_on = "gpu" if ov_device == "GPU" else "cpu"
-    if (used, ran_on) != (precision, device):
-        _log.info("openvino: %s on %s requested, running %s on %s", precision, device, used,
-                  ran_on)
     _log.info("openvino: %s on %s, %s, %s inference threads, cache %s", path.name, ov_device,
               used, _property(compiled, "INFERENCE_NUM_THREADS"), cache)
     return BundlePredictor(bundle, _OvRunner(compiled, bundle, batch), backend="openvino",
-                           precision=used, device=ran_on)
+                           precision=used, device=ran_on, provider=f"OpenVINO {ov_device}",
+                           model_file=path.name,
+                           providers=(f"OpenVINO {ov.__version__} {ov_device}",),
+                           notes=tuple(notes))
 
 
 #: OpenVINO operations that run in INT8 when their (activation) input is quantized.

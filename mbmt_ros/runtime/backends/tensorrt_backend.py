@@ -18,7 +18,14 @@ from typing import Any
 import numpy as np
 
 from mbmt_ros.runtime.bundle import INPUT_NAME, Bundle
-from mbmt_ros.runtime.cuda_device import check, cudart, device_count, gpu_info, workspace_bytes
+from mbmt_ros.runtime.cuda_device import (
+    check,
+    cuda_python_problem,
+    cudart,
+    device_count,
+    gpu_info,
+    workspace_bytes,
+)
 from mbmt_ros.runtime.errors import (
     BackendError,
     BackendNotInstalledError,
@@ -27,7 +34,6 @@ from mbmt_ros.runtime.errors import (
 from mbmt_ros.runtime.predictor import BundlePredictor
 from mbmt_ros.runtime.processing import check_batch, resize_images
 from mbmt_ros.runtime.trt_build import (
-    TENSORRT_INSTALL_HINT,
     BuildSettings,
     import_tensorrt,
     is_out_of_memory,
@@ -35,7 +41,7 @@ from mbmt_ros.runtime.trt_build import (
     make_logger,
 )
 
-__all__ = ["availability", "open", "TensorRTRunner", "UnusableEngine"]
+__all__ = ["availability", "open", "TensorRTRunner", "UnusableEngine", "context_error"]
 
 _log = logging.getLogger(__name__)
 
@@ -52,9 +58,8 @@ def availability(device: str) -> str | None:
     if importlib.util.find_spec("tensorrt") is None:
         return "tensorrt is not installed (JetPack: apt install nvidia-tensorrt; x86: pip " \
                "install tensorrt)"
-    if importlib.util.find_spec("cuda") is None or importlib.util.find_spec(
-            "cuda.bindings") is None:
-        return "cuda-python is not installed (pip install cuda-python)"
+    if (problem := cuda_python_problem()) is not None:  # missing, or older than 12.6.1
+        return problem
     if device_count() == 0:
         return "no CUDA GPU is visible"
     return None
@@ -65,6 +70,20 @@ def _pinned_view(pointer: int, shape: tuple[int, ...], dtype: np.dtype) -> np.nd
     nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
     raw = (ctypes.c_byte * nbytes).from_address(int(pointer))
     return np.frombuffer(raw, dtype=dtype).reshape(shape)
+
+
+def context_error(errors: list[str]) -> BackendError:
+    """The error for ``create_execution_context`` returning None: out of memory only when
+    TensorRT's log says so, else what TensorRT logged (never a guessed out-of-memory)."""
+    if is_out_of_memory(errors):
+        return InferenceOutOfMemoryError(
+            "TensorRT could not create an execution context: the GPU is out of memory ("
+            + "; ".join(errors[-3:]) + "); free GPU memory, lower the batch, or limit the "
+            "workspace")
+    return BackendError("TensorRT could not create an execution context: "
+                        + ("; ".join(errors[-3:]) or "no error was logged - run with "
+                           "--verbose for TensorRT's log") + ". Rebuild the engine "
+                        "(`mbmt-engine build --force`) if it was built by another TensorRT")
 
 
 class TensorRTRunner:
@@ -84,10 +103,8 @@ class TensorRTRunner:
                     "memory (stop other GPU processes) or lower the batch")
             raise UnusableEngine("TensorRT could not deserialise the cached engine")
         self._context = self._engine.create_execution_context()
-        if self._context is None:  # TensorRT returns None when it cannot allocate it
-            raise InferenceOutOfMemoryError(
-                "TensorRT could not create an execution context (the GPU is out of memory); "
-                "free GPU memory, lower the batch, or limit the workspace")
+        if self._context is None:  # None: out of memory, or another error TensorRT logged
+            raise context_error(getattr(logger, "errors", []))
         self.max_batch: int | None = settings.batch
         self._dynamic = settings.dynamic_batch
         self._names = [self._engine.get_tensor_name(i) for i in range(self._engine.num_io_tensors)]
@@ -178,8 +195,8 @@ def open(bundle: Bundle, precision: str = "fp16", device: str = "cuda",  # noqa:
         raise BackendError("the tensorrt backend needs device='cuda'; use onnxruntime or "
                            "torch on the CPU")
     trt = import_tensorrt()
-    if importlib.util.find_spec("cuda") is None:
-        raise BackendNotInstalledError(TENSORRT_INSTALL_HINT)
+    if (problem := cuda_python_problem()) is not None:
+        raise BackendNotInstalledError(problem)
     if device_count() == 0:
         raise BackendError("the tensorrt backend found no CUDA GPU (check the NVIDIA driver "
                            "and CUDA_VISIBLE_DEVICES)")
@@ -207,4 +224,6 @@ def open(bundle: Bundle, precision: str = "fp16", device: str = "cuda",  # noqa:
     _log.info("tensorrt: %s engine %s on %s (sm %s), TensorRT %s", precision, path.name,
               gpu.name, gpu.compute_capability, trt.__version__)
     return BundlePredictor(bundle, runner, backend="tensorrt", precision=precision,
-                           device="cuda", provider=f"TensorRT {trt.__version__} {path.name}")
+                           device="cuda", provider=f"TensorRT {trt.__version__} {path.name}",
+                           model_file=path.name,
+                           providers=(f"TensorRT {trt.__version__} {gpu.name}",))

@@ -128,11 +128,12 @@ def open(bundle: Bundle, precision: str = "fp32", device: str = "cpu",  # noqa: 
         raise BackendNotInstalledError(_INSTALL)
     import torch
 
+    notes: list[str] = []
     if device == "cuda" and not torch.cuda.is_available():
-        _log.warning("torch: CUDA requested but no GPU is visible; running on the CPU")
+        notes.append("CUDA unavailable: this torch build sees no CUDA GPU")
         device = "cpu"
     if device == "cpu" and precision != "fp32":
-        _log.info("torch: %s is not used on the CPU; running fp32", precision)
+        notes.append(f"{precision}: the torch backend runs only fp32 on the CPU")
         precision = "fp32"
     if precision == "int8":
         raise BackendError("the torch backend has no int8 mode; use --precision fp16 or fp32, "
@@ -145,4 +146,6 @@ def open(bundle: Bundle, precision: str = "fp32", device: str = "cpu",  # noqa: 
                          compile=options.get("compile", False))
     _log.info("torch: %s on %s, %s%s", bundle.weights_path, device, precision,
               " + CUDA graphs" if runner._use_graphs else "")
-    return BundlePredictor(bundle, runner, backend="torch", precision=precision, device=device)
+    return BundlePredictor(bundle, runner, backend="torch", precision=precision, device=device,
+                           provider=f"torch {torch.__version__} {device}",
+                           model_file=bundle.weights_path.name, notes=tuple(notes))
