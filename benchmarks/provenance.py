@@ -1,23 +1,13 @@
 """What every benchmark's raw results record about where they came from: the git commit (and
-whether the tree was dirty) and the CPU model. One copy, imported by the benchmark scripts."""
+whether the tree was dirty) and the CPU model. One copy, imported by the benchmark scripts;
+the git part is :mod:`training.provenance`, which the bundle export uses too."""
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from training.provenance import git
 
 __all__ = ["git", "cpu_model"]
-
-
-def git(*args: str) -> str:
-    """``git args...`` in the repository: its output (trailing whitespace stripped; leading
-    kept, ``status --porcelain`` columns need it), or ``"unknown"`` when git fails."""
-    try:
-        return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True,
-                              check=True, timeout=30).stdout.rstrip()
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
 
 
 def cpu_model() -> str | None:

@@ -15,7 +15,6 @@ import datetime as _dt
 import json
 import logging
 import os
-import subprocess
 import warnings
 from pathlib import Path
 from typing import Any
@@ -58,6 +57,7 @@ from mbmt_ros.tasks import (
     validate_tasks,
 )
 from training.errors import CheckpointError, MbmtError
+from training.provenance import git_state
 
 __all__ = ["ExportError", "DEFAULT_INPUT_SIZE", "EXPORTERS", "PARITY_TOLERANCES",
            "export_bundle", "export_model", "parity_check", "sample_images", "load_metrics"]
@@ -375,17 +375,7 @@ def _enforce(report: dict[str, Any]) -> None:
 
 
 def _code_version() -> dict[str, Any]:
-    version: dict[str, Any] = {"mbmt_ros": mbmt_ros.__version__, "torch": torch.__version__}
-    repo = Path(__file__).resolve().parents[1]
-    try:
-        commit = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], check=True,
-                                capture_output=True, text=True, timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(repo), "status", "--porcelain", "--untracked-files=no"],
-                               check=True, capture_output=True, text=True, timeout=10).stdout
-        version.update(git_commit=commit, git_dirty=bool(dirty.strip()))
-    except (OSError, subprocess.SubprocessError):
-        version["git_commit"] = None
-    return version
+    return {"mbmt_ros": mbmt_ros.__version__, "torch": torch.__version__, **git_state()}
 
 
 def _meta(model: nn.Module, config: dict[str, Any], tasks: tuple[str, ...],
