@@ -40,7 +40,7 @@ from mbmt_ros.runtime.bundle import META_FILE, MODEL_INT8_FILE, Bundle, sha256_f
 from mbmt_ros.runtime.processing import resize_images
 from mbmt_ros.tasks import DEPTH, NORMALS, SEGMENTATION
 from training.data.layout import detect_layout, list_indices, read_image, sample_path
-from training.data.manifest import MANIFEST_NAME, open_manifest
+from training.data.manifest import open_manifest
 from training.errors import MbmtError
 
 __all__ = ["QuantizeError", "AccuracyLimitError", "Limits", "CALIBRATION_METHODS",
@@ -306,7 +306,7 @@ def measure_precisions(bundle: str | os.PathLike[str], data: str | os.PathLike[s
         finally:
             for pred in runs.values():
                 pred.close()
-        classes = (manifest.num_classes if (data / MANIFEST_NAME).is_file()
+        classes = (manifest.num_classes if manifest.file is not None
                    else len(runs["fp32"].class_names) or None)
         scores = {label: score_folder(out / str(i), data, split, classes, only=indices)
                   for i, label in enumerate(runs)}

@@ -9,7 +9,7 @@ from typing import Any
 from mbmt_ros.tasks import TASKS
 from training.data.camera import CAMERA_NAME, CameraIntrinsics
 from training.data.layout import SPLITS, detect_layout, list_indices, load_sample
-from training.data.manifest import MANIFEST_NAME, open_manifest
+from training.data.manifest import open_manifest
 from training.errors import DataError
 
 __all__ = ["DataReport", "check_dataset", "format_report"]
@@ -31,10 +31,8 @@ def check_dataset(root: str | Path, manifest: str | Path | None = None,
     """Read every sample the manifest lists (default ``<root>/manifest.json``, else all
     files); raise DataError at the first problem, naming the file."""
     root = Path(root)
-    if manifest is None and (root / MANIFEST_NAME).is_file():
-        manifest = root / MANIFEST_NAME
     m = open_manifest(root, manifest, label_folder)
-    where = str(manifest) if manifest is not None else "(no manifest: every file as ground truth)"
+    where = str(m.file) if m.file is not None else "(no manifest: every file as ground truth)"
     layout = detect_layout(root, label_folder or m.label_folder)
     sizes: dict[str, tuple[int, int]] = {}
     for split in SPLITS:

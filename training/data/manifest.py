@@ -89,6 +89,8 @@ class Manifest:
     dataset: str = ""
     label_folder: str | None = None
     info: dict[str, Any] = field(default_factory=dict)
+    #: The file it was read from; None for one derived from the layout (no manifest file).
+    file: Path | None = field(default=None, compare=False)
 
     def entries(self, split: str) -> list[SampleEntry]:
         """The samples of ``split`` in index order."""
@@ -178,7 +180,9 @@ class Manifest:
             obj = json.loads(path.read_text(encoding="utf-8"))
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise DataError(f"manifest {path} is not valid JSON ({exc})") from exc
-        return cls.from_json(obj, str(path))
+        manifest = cls.from_json(obj, str(path))
+        manifest.file = path
+        return manifest
 
     @classmethod
     def from_layout(cls, root: str | Path, num_classes: int | None = None,
