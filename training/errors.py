@@ -3,7 +3,8 @@ from __future__ import annotations
 
 from mbmt_ros.errors import CheckpointError, MbmtError
 
-__all__ = ["MbmtError", "ConfigError", "DataError", "CheckpointError", "TrainingError"]
+__all__ = ["MbmtError", "ConfigError", "DataError", "CheckpointError", "TrainingError",
+           "ExportError"]
 
 
 class ConfigError(MbmtError, ValueError):
@@ -16,3 +17,7 @@ class DataError(MbmtError, ValueError):
 
 class TrainingError(MbmtError, RuntimeError):
     """Training cannot continue (e.g. non-finite loss)."""
+
+
+class ExportError(MbmtError, RuntimeError):
+    """The model cannot be exported, or the exported graph disagrees with PyTorch."""
