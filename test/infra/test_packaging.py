@@ -24,16 +24,15 @@ def test_package_xml_is_format_3_ament_python():
 
 
 #: rosdep keys package.xml may use, each known to resolve: ROS 2 packages (released in every
-#: supported distro) and Python keys checked against rosdistro's rosdep/python.yaml.
-#: (``python3-rosbags-pip`` is not in python.yaml, so rosbags - needed only by mbmt-replay
-#: and training - is a pip dependency, documented in docs/robot.md.)
+#: supported distro) and Python keys of rosdistro's rosdep/python.yaml (resolved against a
+#: snapshot of the real index by test_rosdep_keys.py).
 ALLOWED_KEYS = {
     # ROS 2 packages
     "rclpy", "rcl_interfaces", "builtin_interfaces", "lifecycle_msgs", "sensor_msgs",
     "std_msgs", "diagnostic_msgs", "ament_index_python", "launch", "launch_ros",
     # rosdistro rosdep/python.yaml
     "python3-numpy", "python3-yaml", "python3-pil", "python3-onnxruntime-pip",
-    "python3-pytest", "python3-hypothesis",
+    "python3-rosbags-pip", "python3-pytest", "python3-hypothesis",
 }
 #: Third-party modules the installed runtime (mbmt_ros minus the torch models) imports, and
 #: the rosdep key that provides each; None = deliberately not a rosdep dependency (why).
@@ -46,7 +45,7 @@ RUNTIME_MODULES = {
     "tensorrt": None, "pycuda": None, "cuda": None,  # JetPack / NVIDIA, not rosdep
     "openvino": None, "torch": None, "safetensors": None,  # optional backends (pip extras)
     "onnx": None,  # export-time TensorRT-readiness check (train extra), not on the robot
-    "rosbags": None,  # mbmt-replay, the node's capture (pip extra); no rosdep key (see ALLOWED_KEYS)
+    "rosbags": "python3-rosbags-pip",  # mbmt-replay, the node's capture of uncertain frames
 }
 
 

@@ -33,3 +33,42 @@ def one_line_error(proc: subprocess.CompletedProcess[str], command: str) -> str:
 def digest_tree(folder: Path) -> dict[str, str]:
     return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
             for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def mbmt_train_on_terminal(*args: str | Path) -> tuple[int, str]:
+    """Run ``mbmt-train ARGS`` with stderr on a pseudo-terminal, as in a user's shell, with
+    progress bars drawn from the start (the helper's 1 s delay set to 0, so that a short run
+    shows them too). Returns the exit code and what reached the terminal."""
+    import fcntl
+    import pty
+    import struct
+    import termios
+    import threading
+
+    code = ("import sys, training.progress as p; p.progress.__kwdefaults__['delay'] = 0; "
+            "from training.cli import main; sys.exit(main(sys.argv[1:]))")
+    master, slave = pty.openpty()
+    # a terminal 100 columns wide (a new pseudo-terminal has 0, which leaves bars empty)
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 30, 100, 0, 0))
+    chunks: list[bytes] = []
+
+    def read() -> None:
+        while True:
+            try:
+                data = os.read(master, 4096)
+            except OSError:  # EIO: the last writer closed the terminal
+                return
+            if not data:
+                return
+            chunks.append(data)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    try:
+        proc = subprocess.run([sys.executable, "-c", code, *map(str, args)], stdin=subprocess.DEVNULL,
+                              stdout=subprocess.DEVNULL, stderr=slave, timeout=300, env=ENV)
+    finally:
+        os.close(slave)
+        reader.join(timeout=30)
+        os.close(master)
+    return proc.returncode, b"".join(chunks).decode(errors="replace")

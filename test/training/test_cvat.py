@@ -1,12 +1,15 @@
 """``mbmt-train label-export`` / ``label-import`` with CVAT "Segmentation mask 1.1" archives,
 through the CLI: the archive's layout, a lossless export -> import round trip (palette and RGB
-masks, archives with a top folder), label PNGs that ``extract-bag --labels`` reads, and the
-errors (unknown colours, missing frames, label map mismatch) that leave the dataset untouched.
+masks, archives with a top folder), label PNGs that ``extract-bag --labels`` reads, what the
+import reports (frames labelled for the first time vs replaced), masks held as bytes, the
+progress bar that ``-q`` silences, and the errors (unknown colours, missing frames, label map
+mismatch, a misplaced labelmap.txt) that leave the dataset untouched.
 """
 from __future__ import annotations
 
 import io
 import json
+import re
 import shutil
 import zipfile
 from collections.abc import Callable
@@ -14,12 +17,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from loop_helpers import digest_tree, mbmt_train, one_line_error
+from loop_helpers import digest_tree, mbmt_train, mbmt_train_on_terminal, one_line_error
 from PIL import Image
 
 from mbmt_ros.tasks import NYU13_CLASSES, NYU13_PALETTE
 from training.data.label_png import read_label_png
 from training.data.synth import write_synth_dataset
+from training.labeling.cvat import class_ids, read_masks
 
 FRAMES = ["train/1", "train/3", "val/0"]
 H, W = 24, 32
@@ -117,6 +121,7 @@ def test_round_trip_into_the_dataset_is_lossless(synth: Path, task: Path,
               if "label/" not in k and k != "manifest.json"}
     proc = mbmt_train("label-import", "--format", "cvat", "--in", task, "--data", unlabelled)
     assert "3 masks imported" in proc.stdout
+    assert "3 frames labelled for the first time, 0 replaced existing ground truth" in proc.stdout
     assert (labels(synth, "train/1") == -1).any()  # the void pixels made the trip
     for frame in FRAMES:
         assert np.array_equal(labels(unlabelled, frame), labels(synth, frame))
@@ -130,6 +135,47 @@ def test_round_trip_into_the_dataset_is_lossless(synth: Path, task: Path,
     item = ds[ds.indices.index(3)]
     assert item["has_segmentation"] and np.array_equal(item["segmentation"].numpy(),
                                                        labels(synth, "train/3"))
+
+
+def test_import_reports_first_labels_and_replaced_ones(synth: Path, task: Path,
+                                                       unlabelled: Path) -> None:
+    """train/1 already has ground truth, train/3 only a pseudo label, val/0 nothing: one
+    frame's labels are replaced, two are labelled for the first time; once more, all three."""
+    man = manifest(unlabelled)
+    entry(man, "train/1")["labels"]["segmentation"] = "gt"
+    entry(man, "train/3")["labels"]["segmentation"] = "pseudo"
+    (unlabelled / "manifest.json").write_text(json.dumps(man))
+    proc = mbmt_train("label-import", "--in", task, "--data", unlabelled)
+    assert "2 frames labelled for the first time, 1 replaced existing ground truth" in proc.stdout
+    again = mbmt_train("label-import", "--in", task, "--data", unlabelled)
+    assert "0 frames labelled for the first time, 3 replaced existing ground truth" in again.stdout
+    for frame in FRAMES:
+        assert entry(manifest(unlabelled), frame)["labels"]["segmentation"] == "gt"
+
+
+def test_masks_are_held_as_bytes_until_written(synth: Path, task: Path) -> None:
+    """A byte a pixel (0 = void, k = class k-1) while the archive is read: 1,000 masks at
+    720p are 0.9 GB, not the 7.4 GB of int64 class ids."""
+    masks = read_masks(task, NYU13_CLASSES)
+    assert sorted(masks) == sorted(names(synth))
+    for frame, stem in zip(FRAMES, names(synth), strict=True):
+        assert masks[stem].dtype == np.uint8 and masks[stem].shape == (H, W)
+        assert np.array_equal(class_ids(masks[stem]), labels(synth, frame))
+
+
+def test_export_progress_on_a_terminal_and_quiet_silences_it(synth: Path,
+                                                             tmp_path: Path) -> None:
+    (tmp_path / "frames.txt").write_text("\n".join(FRAMES) + "\n")
+    args = ("label-export", "--data", synth, "--frames", tmp_path / "frames.txt",
+            "--out", tmp_path / "t.zip")
+    code, shown = mbmt_train_on_terminal(*args)
+    assert code == 0, shown
+    assert re.search(r"export:\s+\d+%\|", shown), shown  # the bar, through training.progress
+    (tmp_path / "t.zip").unlink()
+    code, quiet = mbmt_train_on_terminal("-q", *args)
+    assert code == 0, quiet
+    assert "export:" not in quiet and "%|" not in quiet, quiet
+    assert (tmp_path / "t.zip").is_file()  # and the task was written
 
 
 def rewrite(archive: Path, out: Path, change: Callable[[dict[str, bytes]], None],
@@ -161,7 +207,12 @@ def test_rgb_masks_in_a_top_folder_and_label_pngs_for_extract_bag(
         assert np.array_equal(labels(unlabelled, frame), labels(synth, frame))
     # the same export as <stamp_ns>.png label PNGs, read back by extract-bag --labels
     before = digest_tree(synth)
-    mbmt_train("label-import", "--in", export, "--data", synth, "--labels-out", tmp_path / "pngs")
+    proc = mbmt_train("label-import", "--in", export, "--data", synth, "--labels-out",
+                      tmp_path / "pngs")
+    assert "3 frames labelled for the first time, 0 replaced existing label PNGs" in proc.stdout
+    again = mbmt_train("label-import", "--in", export, "--data", synth, "--labels-out",
+                       tmp_path / "pngs")
+    assert "0 frames labelled for the first time, 3 replaced existing label PNGs" in again.stdout
     assert digest_tree(synth) == before  # --labels-out leaves the dataset alone
     stems = names(synth)
     assert sorted(p.name for p in (tmp_path / "pngs").iterdir()) == sorted(
@@ -209,6 +260,16 @@ def _drop_labelmap(files: dict[str, bytes]) -> None:
     del files["labelmap.txt"]
 
 
+def _labelmap_in_a_subfolder(files: dict[str, bytes]) -> None:
+    files["annotations/labelmap.txt"] = files.pop("labelmap.txt")
+
+
+def _masks_in_a_subfolder(files: dict[str, bytes]) -> None:
+    """Re-zipped by hand: labelmap.txt at the top, the task's folders one level down."""
+    for name in [n for n in files if n != "labelmap.txt"]:
+        files[f"task_7/{name}"] = files.pop(name)
+
+
 @pytest.mark.parametrize(("change", "message"), [
     (_paint((1, 2, 3)), "colour (1, 2, 3) at 1 pixels is not in labelmap.txt"),
     (_drop_mask, "have no mask in SegmentationClass/"),
@@ -216,6 +277,12 @@ def _drop_labelmap(files: dict[str, bytes]) -> None:
                     "missing"),
     (_foreign_frame, "frames 1234 are not in the dataset"),
     (_drop_labelmap, "no labelmap.txt"),
+    (_labelmap_in_a_subfolder, "labelmap.txt is misplaced: found 'annotations/labelmap.txt', "
+                               "but the masks (SegmentationClass/, ImageSets/Segmentation/"
+                               "default.txt) are under '(top)'"),
+    (_masks_in_a_subfolder, "labelmap.txt is misplaced: found 'labelmap.txt', but the masks "
+                            "(SegmentationClass/, ImageSets/Segmentation/default.txt) are under "
+                            "'task_7/'"),
 ])
 def test_bad_exports_are_one_line_errors_and_change_nothing(
         task: Path, unlabelled: Path, tmp_path: Path, change: Callable, message: str) -> None:

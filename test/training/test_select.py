@@ -1,16 +1,17 @@
 """``mbmt-train select`` through the CLI on the layouts a user has (synthetic with a split
 manifest, extract-bag output, NYUv2 without a manifest): deterministic for a seed, a progress
-bar, the uncertainty ranking checked against the bundle's own outputs, diversity that does not
+bar on a terminal that ``-q`` silences, the uncertainty ranking checked against the bundle's own outputs, diversity that does not
 spend the budget on near-duplicates, and the strategies' selection rules on known scores."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
-from loop_helpers import mbmt_train, one_line_error
+from loop_helpers import mbmt_train, mbmt_train_on_terminal, one_line_error
 
 from mbmt_ros.tasks import NYU13_CLASSES
 from training.data.synth import write_synth_dataset
@@ -61,7 +62,7 @@ def test_uncertainty_ranks_by_the_bundles_confidence(synth: Path, bundle: Path,
                                                      tmp_path: Path) -> None:
     proc = select_cli("--data", synth, "--manifest", synth / "split.json", "--bundle", bundle,
                       "--budget", "3", "--strategy", "uncertainty", "--out", tmp_path / "l.txt")
-    assert "scoring: 100%" in proc.stderr  # the progress bar
+    assert "scoring:" not in proc.stderr  # not a terminal: no progress bar in logs
     chosen = listed(tmp_path / "l.txt")
     split = json.loads((synth / "split.json").read_text())
     labelled = {f"train/{s['index']}" for s in split["samples"]
@@ -79,6 +80,19 @@ def test_uncertainty_ranks_by_the_bundles_confidence(synth: Path, bundle: Path,
     assert min(score[f] for f in chosen) >= max(score[f] for f in candidates
                                                 if f not in chosen) - 1e-6
     assert [score[f] for f in chosen] == sorted((score[f] for f in chosen), reverse=True)
+
+
+def test_progress_bar_on_a_terminal_and_quiet_silences_it(synth: Path, bundle: Path,
+                                                         tmp_path: Path) -> None:
+    args = ("select", "--data", synth, "--manifest", synth / "split.json", "--bundle", bundle,
+            "--budget", "2", "--strategy", "uncertainty", "--out", tmp_path / "l.txt")
+    code, shown = mbmt_train_on_terminal(*args)
+    assert code == 0, shown
+    assert re.search(r"scoring:\s+\d+%\|", shown), shown  # the bar, through training.progress
+    code, quiet = mbmt_train_on_terminal("-q", *args)
+    assert code == 0, quiet
+    assert "scoring" not in quiet and "%|" not in quiet, quiet
+    assert len(listed(tmp_path / "l.txt")) == 2  # and the work was done
 
 
 def test_deterministic_for_a_seed(synth: Path, bundle: Path, tmp_path: Path) -> None:

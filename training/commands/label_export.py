@@ -29,13 +29,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
     from mbmt_ros.io import atomic_write_json
     from mbmt_ros.tasks import default_palette
     from training.labeling.apply import export_frames
     from training.labeling.cvat import cvat_labels
     from training.labeling.frames import load_manifest, read_frame_list
+    from training.progress import progress
 
     frames = read_frame_list(args.frames)
     predictor = None
@@ -49,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         predict = (lambda rgb: predictor.predict(rgb)["segmentation"]) if predictor else None
         out = export_frames(args.data, frames, args.out, args.manifest, predict,
-                            progress=lambda it: tqdm(it, desc="export", unit="frame"))
+                            progress=lambda it: progress(it, desc="export"))
     finally:
         if predictor is not None:
             predictor.close()

@@ -2,9 +2,10 @@
 
 The masks become the frames' ground-truth segmentation (``label/<index>.npy`` and the manifest,
 each replaced atomically, manifest last) or, with ``--labels-out``, label PNGs named
-``<stamp_ns>.png`` for ``extract-bag --labels``. The whole archive is checked first (label map
-vs the dataset's classes, every frame present, every colour known); on any error nothing is
-written.
+``<stamp_ns>.png`` for ``extract-bag --labels``; it says how many frames were labelled for
+the first time and how many already had labels that the import replaced. The whole archive
+is checked first (label map vs the dataset's classes, every frame present, every colour
+known); on any error nothing is written.
 """
 from __future__ import annotations
 
@@ -32,6 +33,8 @@ def run(args: argparse.Namespace) -> int:
     report = import_labels(args.archive, args.data, args.manifest, args.labels_out)
     share = 100.0 * report.labelled_pixels / max(report.total_pixels, 1)
     where = args.labels_out if args.labels_out is not None else args.data
-    print(f"{len(report.frames)} masks imported into {where} ({share:.1f} % of their pixels "
-          "labelled, the rest void)")
+    kind = "label PNGs" if args.labels_out is not None else "ground truth"
+    print(f"{len(report.frames)} masks imported into {where}: {report.new} frames labelled for "
+          f"the first time, {report.replaced} replaced existing {kind} ({share:.1f} % of their "
+          "pixels labelled, the rest void)")
     return 0

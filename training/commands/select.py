@@ -37,17 +37,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
     from mbmt_ros.runtime import open_predictor
     from training.labeling.frames import write_frame_list
+    from training.progress import progress
     from training.select.selection import select_frames
 
     with open_predictor(args.bundle, backend=args.backend, precision="fp32",
                         device=args.device) as predictor:
         sel = select_frames(args.data, predictor, args.budget, args.strategy, args.seed,
                             args.split, args.manifest, args.pool_factor,
-                            progress=lambda it: tqdm(it, desc="scoring", unit="frame"))
+                            progress=lambda it: progress(it, desc="scoring"))
     header = [f"mbmt-train select --strategy {args.strategy} --budget {args.budget} "
               f"--seed {args.seed}", f"data {args.data}  bundle {args.bundle}",
               f"{len(sel.frames)} of {sel.candidates} frames without segmentation ground truth "

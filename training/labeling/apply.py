@@ -6,7 +6,9 @@ predictions, else the dataset's own gt/pseudo label, else none) and writes a CVA
 ``<stamp_ns>.png`` (what ``extract-bag --labels`` reads) or straight into the dataset: each
 ``label/<index>.npy`` replaced atomically, then the manifest (segmentation = ``gt``, with the
 import recorded in ``info.label_imports``) replaced atomically last. Everything is read and
-checked before the first write, so a bad archive leaves the dataset as it was.
+checked before the first write, so a bad archive leaves the dataset as it was; the masks are
+held as bytes (label values) until each is written. The report says how many frames got
+ground truth for the first time and how many already had it (replaced).
 """
 from __future__ import annotations
 
@@ -27,7 +29,7 @@ from training.data.layout import detect_layout, read_image, read_label, sample_p
 from training.data.manifest import MANIFEST_NAME, Manifest
 from training.data.sample import GT
 from training.errors import DataError
-from training.labeling.cvat import TaskFrame, read_masks, write_task
+from training.labeling.cvat import TaskFrame, class_ids, read_masks, write_task
 from training.labeling.frames import Frame, frame_names, load_manifest, resolve_frames, tool_name
 
 __all__ = ["ImportReport", "export_frames", "import_labels"]
@@ -65,12 +67,15 @@ def export_frames(root: str | Path, frames: list[Frame], out: str | Path,
 
 @dataclass
 class ImportReport:
-    """What :func:`import_labels` wrote."""
+    """What :func:`import_labels` wrote: ``new`` frames had no ground-truth segmentation
+    (or no label PNG in ``--labels-out``) before, ``replaced`` had one."""
 
     frames: list[Frame]
     written: list[Path]
     labelled_pixels: int
     total_pixels: int
+    new: int = 0
+    replaced: int = 0
 
 
 def _sha256(path: Path) -> str:
@@ -101,17 +106,18 @@ def import_labels(archive: str | Path, root: str | Path, manifest: str | Path | 
             raise DataError(f"{archive}: mask {name} is {masks[name].shape[0]}x"
                             f"{masks[name].shape[1]} but frame {frame} is {img.shape[0]}x"
                             f"{img.shape[1]}")
-    labelled = sum(int((m >= 0).sum()) for m in masks.values())
+    labelled = sum(int(np.count_nonzero(m)) for m in masks.values())  # 0 = void
     total = sum(m.size for m in masks.values())
     if labels_out is not None:
-        return ImportReport(frames, _write_pngs(masks, names, man, Path(labels_out), archive),
-                            labelled, total)
+        written, replaced = _write_pngs(masks, names, man, Path(labels_out), archive)
+        return ImportReport(frames, written, labelled, total, len(written) - replaced, replaced)
+    replaced = sum(man.get(f.split, f.index).labels.get(SEGMENTATION) == GT for f in frames)
     written = []
     for name in masks:
         frame = names[name]
         path = sample_path(layout, frame.split, frame.index, SEGMENTATION)
         with atomic_path(path) as tmp, open(tmp, "wb") as fh:
-            np.save(fh, masks[name].astype(np.int16), allow_pickle=False)
+            np.save(fh, class_ids(masks[name]), allow_pickle=False)
         written.append(path)
         entry = man.get(frame.split, frame.index)
         entry.labels[SEGMENTATION] = GT
@@ -124,12 +130,14 @@ def import_labels(archive: str | Path, root: str | Path, manifest: str | Path | 
     man.info["label_imports"] = imports
     man.save(man_path)
     written.append(man_path)
-    log.info("imported %d masks from %s into %s", len(frames), archive, root)
-    return ImportReport(frames, written, labelled, total)
+    log.info("imported %d masks from %s into %s (%d replaced ground truth)", len(frames),
+             archive, root, replaced)
+    return ImportReport(frames, written, labelled, total, len(frames) - replaced, replaced)
 
 
 def _write_pngs(masks: dict[str, np.ndarray], names: dict[str, Frame], man: Manifest,
-                out: Path, archive: Path) -> list[Path]:
+                out: Path, archive: Path) -> tuple[list[Path], int]:
+    """Write the label PNGs; returns them and how many replaced an existing one."""
     stamps = {}
     for name in masks:
         frame = names[name]
@@ -140,9 +148,11 @@ def _write_pngs(masks: dict[str, np.ndarray], names: dict[str, Frame], man: Mani
                             "instead (leave out --labels-out)")
         stamps[name] = entry.stamp_ns
     written = []
+    replaced = 0
     for name, mask in masks.items():
         path = out / f"{stamps[name]}.png"
+        replaced += path.exists()
         with atomic_path(path) as tmp:
-            write_label_png(tmp, mask, man.num_classes)
+            write_label_png(tmp, class_ids(mask), man.num_classes)
         written.append(path)
-    return written
+    return written, replaced

@@ -12,10 +12,11 @@ The layout CVAT exports and imports (docs.cvat.ai, Dataset formats, "Segmentatio
 :func:`write_task` writes the frames' images with ``labelmap.txt`` holding the dataset's class
 names and palette (``background`` = black = unlabelled) and pre-annotations as the masks, so a
 labeller corrects predictions instead of painting from scratch. :func:`read_masks` reads a
-CVAT export of the corrected task back as class ids (-1 = background/unlabelled), checking
-the label map against the dataset's classes and every pixel's colour; it only reads, so a
-bad archive changes nothing. Writing the labels into a dataset is
-:mod:`training.labeling.apply`.
+CVAT export of the corrected task back as 8-bit label values (0 = background/unlabelled,
+``k`` = class ``k-1``, as in label PNGs: a byte a pixel, so a thousand 720p frames stay under
+1 GB; :func:`class_ids` makes one frame's class ids when it is written), checking the label
+map against the dataset's classes and every pixel's colour; it only reads, so a bad archive
+changes nothing. Writing the labels into a dataset is :mod:`training.labeling.apply`.
 """
 from __future__ import annotations
 
@@ -34,7 +35,7 @@ from training.errors import DataError
 
 __all__ = ["BACKGROUND", "LABELMAP", "IMAGESET", "CLASS_DIR", "OBJECT_DIR", "IMAGE_DIR",
            "TaskFrame", "labelmap_text", "cvat_labels", "parse_labelmap", "write_task",
-           "read_masks", "voc_colormap"]
+           "read_masks", "class_ids", "voc_colormap"]
 
 BACKGROUND = "background"
 LABELMAP = "labelmap.txt"
@@ -171,14 +172,35 @@ def write_task(out: str | Path, frames: Sequence[TaskFrame], class_names: Sequen
     return Path(out)
 
 
+def _task_folder(name: str) -> str | None:
+    """The folder ('' or 'a/b/') whose task file ``name`` is (a class mask or the image set),
+    or None for another file."""
+    if name == IMAGESET or name.endswith(f"/{IMAGESET}"):
+        return name[:-len(IMAGESET)]
+    parts = PurePosixPath(name).parts
+    if len(parts) >= 2 and parts[-2] == CLASS_DIR:
+        return "".join(f"{p}/" for p in parts[:-2])
+    return None
+
+
 def _members(zf: zipfile.ZipFile, where: str) -> tuple[str, dict[str, str]]:
-    """The folder prefix the archive's files sit under ('' or 'task/') and its file names."""
+    """The folder prefix the archive's files sit under ('' or 'task/': the folder of the
+    ``labelmap.txt`` beside the masks) and its file names."""
     files = [n for n in zf.namelist() if not n.endswith("/")]
-    maps = [n for n in files if PurePosixPath(n).name == LABELMAP]
+    maps = [n[:-len(LABELMAP)] for n in files if PurePosixPath(n).name == LABELMAP]
     if not maps:
         raise DataError(f"{where}: no {LABELMAP}; export the task from CVAT as "
                         "'Segmentation mask 1.1'")
-    prefix = min(maps, key=len)[:-len(LABELMAP)]
+    tasks = {f for f in map(_task_folder, files) if f is not None}
+    beside = [m for m in maps if m in tasks]
+    if not beside and tasks:
+        shown = ", ".join(f"'{m}{LABELMAP}'" for m in sorted(maps))
+        folders = ", ".join(f"'{t or '(top)'}'" for t in sorted(tasks))
+        raise DataError(f"{where}: {LABELMAP} is misplaced: found {shown}, but the masks "
+                        f"({CLASS_DIR}/, {IMAGESET}) are under {folders}; CVAT's layout keeps "
+                        f"{LABELMAP} in the same folder as {CLASS_DIR}/ - move it there, or "
+                        "export the task from CVAT again and import that archive unchanged")
+    prefix = min(beside or maps, key=len)
     return prefix, {n[len(prefix):]: n for n in files if n.startswith(prefix)}
 
 
@@ -190,16 +212,16 @@ def _decode_mask(data: bytes, labelmap: dict[str, tuple[int, int, int]],
     except Exception as exc:
         raise DataError(f"{where}: not a readable PNG ({exc})") from exc
     names = list(labelmap)
-    lut_ids = np.array([to_class[n] for n in names], dtype=np.int64)
+    lut = np.array([to_class[n] + 1 for n in names], dtype=np.uint8)  # label values
     if img.mode in ("L", "I", "I;16"):  # one channel: the index of the label in labelmap.txt
-        values = np.asarray(img).astype(np.int64)
+        values = np.asarray(img)
         if values.max(initial=0) >= len(names):
             raise DataError(f"{where}: value {int(values.max())} but {LABELMAP} has "
                             f"{len(names)} labels")
-        return lut_ids[values]
-    rgb = np.asarray(img.convert("RGB")).astype(np.int64)
+        return lut[values]
+    rgb = np.asarray(img.convert("RGB")).astype(np.int32)  # this frame only
     key = (rgb[..., 0] << 16) | (rgb[..., 1] << 8) | rgb[..., 2]
-    pal = np.array(list(labelmap.values()), dtype=np.int64)
+    pal = np.array(list(labelmap.values()), dtype=np.int32)
     pal_key = (pal[:, 0] << 16) | (pal[:, 1] << 8) | pal[:, 2]
     order = np.argsort(pal_key)
     pos = np.clip(np.searchsorted(pal_key[order], key), 0, len(pal_key) - 1)
@@ -208,11 +230,17 @@ def _decode_mask(data: bytes, labelmap: dict[str, tuple[int, int, int]],
         bad = tuple(rgb[~ok][0].tolist())
         raise DataError(f"{where}: colour {bad} at {int((~ok).sum())} pixels is not in "
                         f"{LABELMAP}; repaint them with a label of the task")
-    return lut_ids[order[pos]]
+    return lut[order[pos]]
+
+
+def class_ids(values: np.ndarray) -> np.ndarray:
+    """Class ids (int16, -1 = void) of a mask of label values (uint8, 0 = void)."""
+    return values.astype(np.int16) - 1
 
 
 def read_masks(archive: str | Path, class_names: Sequence[str]) -> dict[str, np.ndarray]:
-    """Frame name -> class ids (int64 (H, W), -1 = background) of a CVAT export.
+    """Frame name -> label values (uint8 (H, W): 0 = background/unlabelled, ``k`` = class
+    ``k-1``; :func:`class_ids` converts) of a CVAT export.
 
     The label map must name exactly the dataset's classes (plus ``background``, or a label
     called ``void`` / ``unlabeled`` with colour black); every listed frame needs a class mask
@@ -220,6 +248,8 @@ def read_masks(archive: str | Path, class_names: Sequence[str]) -> dict[str, np.
     """
     archive = Path(archive)
     where = str(archive)
+    if len(class_names) > 254:
+        raise DataError(f"{len(class_names)} classes do not fit an 8-bit mask (at most 254)")
     if not archive.is_file():
         raise DataError(f"{where} does not exist")
     try:
@@ -239,7 +269,9 @@ def read_masks(archive: str | Path, class_names: Sequence[str]) -> dict[str, np.
             listed = sorted(PurePosixPath(n).stem for n in files
                             if n.startswith(f"{CLASS_DIR}/") and n.endswith(".png"))
         if not listed:
-            raise DataError(f"{where}: the task lists no frames ({IMAGESET})")
+            raise DataError(f"{where}: the task has no frames: no {IMAGESET} and no "
+                            f"{CLASS_DIR}/*.png beside {prefix}{LABELMAP}; export the task "
+                            "from CVAT as 'Segmentation mask 1.1'")
         missing = [n for n in listed if f"{CLASS_DIR}/{n}.png" not in files]
         if missing:
             raise DataError(f"{where}: frames {', '.join(missing[:5])} have no mask in "
