@@ -94,10 +94,11 @@ def oracle_export(task: Path, out: Path, root: Path, oracle: dict[int, np.ndarra
     """The labeller: CVAT's export of ``task`` after painting every frame's true mask."""
     from PIL import Image
 
+    from training.data.manifest import open_manifest
     from training.labeling.cvat import CLASS_DIR, LABELMAP, parse_labelmap
-    from training.labeling.frames import frame_names, load_manifest
+    from training.labeling.frames import frame_names
 
-    manifest = load_manifest(root)
+    manifest = open_manifest(root)
     names = frame_names(manifest)
     with zipfile.ZipFile(task) as src, zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as dst:
         labelmap = parse_labelmap(src.read(LABELMAP).decode(), LABELMAP)

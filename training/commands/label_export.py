@@ -31,9 +31,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from mbmt_ros.io import atomic_write_json
     from mbmt_ros.tasks import default_palette
+    from training.data.manifest import open_manifest
     from training.labeling.apply import export_frames
     from training.labeling.cvat import cvat_labels
-    from training.labeling.frames import load_manifest, read_frame_list
+    from training.labeling.frames import read_frame_list
     from training.progress import progress
 
     frames = read_frame_list(args.frames)
@@ -44,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
 
         predictor = open_predictor(args.bundle, backend=args.backend, precision="fp32",
                                    device=args.device)
-        check_bundle(predictor, load_manifest(args.data, args.manifest), args.bundle)
+        check_bundle(predictor, open_manifest(args.data, args.manifest), args.bundle)
     try:
         predict = (lambda rgb: predictor.predict(rgb)["segmentation"]) if predictor else None
         out = export_frames(args.data, frames, args.out, args.manifest, predict,
@@ -53,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
         if predictor is not None:
             predictor.close()
     source = f"predictions of {args.bundle}" if predictor else "the frames' existing labels"
-    manifest = load_manifest(args.data, args.manifest)
+    manifest = open_manifest(args.data, args.manifest)
     labels = out.with_name(f"{out.stem}.labels.json")
     atomic_write_json(labels, cvat_labels(manifest.class_names,
                                           default_palette(manifest.num_classes)))

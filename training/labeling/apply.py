@@ -26,11 +26,11 @@ from mbmt_ros.io import atomic_path
 from mbmt_ros.tasks import SEGMENTATION, default_palette
 from training.data.label_png import write_label_png
 from training.data.layout import detect_layout, read_image, read_label, sample_path
-from training.data.manifest import MANIFEST_NAME, Manifest
+from training.data.manifest import MANIFEST_NAME, Manifest, open_manifest
 from training.data.sample import GT
 from training.errors import DataError
 from training.labeling.cvat import TaskFrame, class_ids, read_masks, write_task
-from training.labeling.frames import Frame, frame_names, load_manifest, resolve_frames, tool_name
+from training.labeling.frames import Frame, frame_names, resolve_frames, tool_name
 
 __all__ = ["ImportReport", "export_frames", "import_labels"]
 
@@ -48,7 +48,7 @@ def export_frames(root: str | Path, frames: list[Frame], out: str | Path,
     ``progress`` wraps the frame loop (e.g. ``tqdm``).
     """
     root = Path(root)
-    man = load_manifest(root, manifest)
+    man = open_manifest(root, manifest)
     layout = detect_layout(root, man.label_folder)
     entries = resolve_frames(man, frames, str(out))
     task: list[TaskFrame] = []
@@ -88,8 +88,8 @@ def import_labels(archive: str | Path, root: str | Path, manifest: str | Path | 
     into the dataset at ``root`` or, with ``labels_out``, as ``<stamp_ns>.png`` label PNGs."""
     root = Path(root)
     archive = Path(archive)
-    man_path = Path(manifest) if manifest is not None else root / MANIFEST_NAME
-    man = load_manifest(root, manifest)
+    man = open_manifest(root, manifest)
+    man_path = man.file or root / MANIFEST_NAME  # a layout without one gets one
     layout = detect_layout(root, man.label_folder)
     masks = read_masks(archive, man.class_names)
     names = frame_names(man)

@@ -14,10 +14,10 @@ from pathlib import Path
 
 from mbmt_ros.io import atomic_write_text
 from training.data.layout import SPLITS
-from training.data.manifest import Manifest, SampleEntry, open_manifest
+from training.data.manifest import Manifest, SampleEntry
 from training.errors import DataError
 
-__all__ = ["Frame", "load_manifest", "read_frame_list", "write_frame_list", "frame_names",
+__all__ = ["Frame", "read_frame_list", "write_frame_list", "frame_names",
            "resolve_frames", "tool_name"]
 
 
@@ -38,12 +38,6 @@ class Frame:
             raise DataError(f"{where}: {text.strip()!r} is not a frame; write <split>/<index> "
                             f"with split one of {list(SPLITS)}, e.g. train/12")
         return cls(split, int(index))
-
-
-def load_manifest(root: str | Path, manifest: str | Path | None = None) -> Manifest:
-    """``manifest`` if given, else ``<root>/manifest.json``, else every file of the layout as
-    ground truth (MTAN's NYUv2 copy comes without a manifest)."""
-    return open_manifest(root, manifest)
 
 
 def read_frame_list(path: str | Path) -> list[Frame]:

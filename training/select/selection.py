@@ -11,9 +11,10 @@ import numpy as np
 
 from mbmt_ros.tasks import SEGMENTATION
 from training.data.layout import detect_layout
+from training.data.manifest import open_manifest
 from training.data.sample import GT
 from training.errors import DataError
-from training.labeling.frames import Frame, load_manifest
+from training.labeling.frames import Frame
 from training.select.score import check_bundle, score_frames
 from training.select.strategies import select
 
@@ -41,7 +42,7 @@ def select_frames(root: str | Path, predictor: Any, budget: int, strategy: str, 
     already have ground truth are scored too when a strategy measures diversity, so that new
     picks are far from what is labelled.
     """
-    man = load_manifest(root, manifest)
+    man = open_manifest(root, manifest)
     check_bundle(predictor, man, getattr(getattr(predictor, "bundle", None), "path", "bundle"))
     layout = detect_layout(root, man.label_folder)
     entries = man.entries(split)
