@@ -222,6 +222,21 @@ def study_verdicts() -> str:
             "d is sign-adjusted (positive = A better, also for lower-is-better metrics).\n")
 
 
+# ------------------------------------------------------------------------------ transfer study
+
+def transfer_study_section() -> str:
+    """docs/results.md's transfer-study section (issue 19): ``benchmarks/transfer_docs.py``
+    renders it from ``results/transfer_study/seed*.json``, the pre-registration and the budget
+    estimate; before the study has run it says so."""
+    import transfer_docs
+    import transfer_study
+
+    estimate = transfer_study.ESTIMATE
+    return transfer_docs.render(
+        transfer_study.load_records(RESULTS / "transfer_study"), transfer_study.preregistration(),
+        json.loads(estimate.read_text()) if estimate.is_file() else None)
+
+
 # ------------------------------------------------------------------------------ model sizes
 
 def _sizes() -> dict[str, Any]:
@@ -297,6 +312,7 @@ GENERATORS: dict[str, Generator] = {
     "study-architectures": Generator("results.md", study_architectures),
     "study-architectures-imbalanced": Generator("results.md", study_architectures_imbalanced),
     "study-verdicts": Generator("results.md", study_verdicts),
+    "transfer-study": Generator("results.md", transfer_study_section),
     "model-sizes-mbmt": Generator("models.md", sizes_mbmt),
     "model-sizes-mtinet": Generator("models.md", sizes_mtinet),
     "data-loading": Generator("benchmarks.md", _from_script("data_loader", "data_loader.json")),

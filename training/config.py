@@ -52,25 +52,25 @@ TRAIN_DEFAULTS: dict[str, Any] = {
 }
 DATA_DEFAULTS: dict[str, Any] = {
     "root": None,                   # dataset folder (NYUv2 layout); None -> <run dir>/data
-    "synth": None,                  # {count, size: [H, W], seed, val_fraction} to generate it
+    "synth": None,                  # {count, size: [H, W], seed, val_fraction, domain} to generate it
     "input_size": None,             # [H, W] the networks see; None -> the files' size
     "train_split": "train",
     "val_split": "val",
     "manifest": None,               # label manifest; None -> <root>/manifest.json
     "val_from_train": 0.0,          # fraction of train held out for validation (0: val_split)
 }
-_SYNTH_KEYS = {"count", "size", "seed", "val_fraction"}
+_SYNTH_KEYS = {"count", "size", "seed", "val_fraction", "domain"}
 
 #: stage kind -> the options it accepts (besides name/kind/model/train), with defaults.
 STAGE_KINDS: dict[str, dict[str, Any]] = {
     "make-split": {"depth": None, "segmentation": None, "normals": None, "seed": None},
-    "pretrain-st": {"tasks": None, "manifest": None},
-    "assemble": {"from": None, "cold": False, "freeze": True},
+    "pretrain-st": {"tasks": None, "manifest": None, "init": None},
+    "assemble": {"from": None, "cold": False, "freeze": True, "init": None},
     "train-mbmt": {"from": None, "cold": False, "freeze": True, "manifest": None},
-    "train-mt": {"manifest": None},
-    "train-teacher": {"manifest": None, "extra_modality": "depth"},
+    "train-mt": {"manifest": None, "init": None},
+    "train-teacher": {"manifest": None, "extra_modality": "depth", "init": None},
     "pseudo-label": {"teacher": None, "manifest": None, "tau": 0.9, "task": "segmentation"},
-    "train-student": {"manifest": None},
+    "train-student": {"manifest": None, "init": None},
     "evaluate": {"stages": None, "baseline": None, "split": None, "samples": 3},
     "affinity": {"manifest": None},
     "export": {"from": None, "input_size": None},
@@ -337,7 +337,7 @@ def _parse_stages(value: Any, train: dict[str, Any], where: str,
 
 # option -> stage kinds it may name (a string that is not an earlier stage is taken as a path)
 _REF_KINDS = {
-    ("assemble", "from"): {"pretrain-st"},
+    ("assemble", "from"): {"pretrain-st", "train-mt"},  # train-mt: its backbone, once per task
     ("train-mbmt", "from"): {"assemble"},
     ("pseudo-label", "teacher"): {"train-teacher"},
     ("export", "from"): _TRAINING_KINDS - {"affinity"},
@@ -351,9 +351,11 @@ def _check_refs(name: str, kind: str, options: dict[str, Any], seen: dict[str, s
             continue
         ref = options.get(opt)
         if ref is None:
-            if kind == "assemble" and opt == "from" and not options.get("cold"):
+            if kind == "assemble" and opt == "from" and not (options.get("cold")
+                                                             or options.get("init")):
                 raise ConfigError(f"{here} ('{name}'): 'from:' must name the pretrain-st stage "
-                                  "(or set cold: true)")
+                                  "(or give init: <another run's pretrain-st folder>, or set "
+                                  "cold: true)")
             if kind in ("pseudo-label", "export") and opt in ("teacher", "from"):
                 raise ConfigError(f"{here} ('{name}'): '{opt}:' must name an earlier stage")
             continue

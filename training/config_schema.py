@@ -105,6 +105,8 @@ class SynthSchema(_Strict):
     size: Annotated[list[PosInt], Field(min_length=2, max_length=2)] = [64, 80]
     seed: int | None = None
     val_fraction: Annotated[float, Field(gt=0, lt=1)] | None = None
+    #: which synthetic distribution (training.data.synth.scene.DOMAINS); None: target
+    domain: Literal["target", "source"] | None = None
 
 
 class DataSchema(_Strict):
@@ -131,12 +133,14 @@ class _MakeSplit(_Strict):
 class _PretrainST(_Strict):
     tasks: list[TaskName] | None
     manifest: str | None
+    init: str | None  # folder with <task>/model.safetensors of another run (training.stages.init)
 
 
 class _Assemble(_Strict):
     from_: str | None = Field(alias="from")
     cold: StrictBool
     freeze: StrictBool
+    init: str | None = None  # assemble only: another run's pretrain-st folder instead of from:
 
 
 class _TrainMBMT(_Assemble):
@@ -147,7 +151,11 @@ class _Manifest(_Strict):
     manifest: str | None
 
 
-class _Teacher(_Manifest):
+class _Init(_Manifest):
+    init: str | None  # weights of another run to start from (training.stages.init)
+
+
+class _Teacher(_Init):
     extra_modality: Literal["depth", "segmentation"]
 
 
@@ -171,8 +179,8 @@ class _Export(_Strict):
 
 STAGE_OPTION_SCHEMAS: dict[str, type[BaseModel]] = {
     "make-split": _MakeSplit, "pretrain-st": _PretrainST, "assemble": _Assemble,
-    "train-mbmt": _TrainMBMT, "train-mt": _Manifest, "train-teacher": _Teacher,
-    "pseudo-label": _Pseudo, "train-student": _Manifest, "evaluate": _Evaluate,
+    "train-mbmt": _TrainMBMT, "train-mt": _Init, "train-teacher": _Teacher,
+    "pseudo-label": _Pseudo, "train-student": _Init, "evaluate": _Evaluate,
     "affinity": _Manifest, "export": _Export,
 }
 

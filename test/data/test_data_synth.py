@@ -92,11 +92,11 @@ def test_failure_leaves_no_partial_dataset(tmp_path: Path,
     calls = {"n": 0}
     real = generate.render_frame
 
-    def failing(seed: int, index: int, h: int, w: int):
+    def failing(seed: int, index: int, h: int, w: int, domain="target"):
         calls["n"] += 1
         if calls["n"] == 3:
             raise RuntimeError("renderer crashed")
-        return real(seed, index, h, w)
+        return real(seed, index, h, w, domain)
 
     monkeypatch.setattr(generate, "render_frame", failing)
     with pytest.raises(RuntimeError, match="renderer crashed"):

@@ -140,3 +140,99 @@ def test_soak_block_is_rendered_from_its_raw_results():
     assert abs(results["rss_mb"]["start"] - rss[0]) < 1e-3
     assert abs(results["rss_mb"]["max"] - max(rss)) < 1e-3
     assert len(results["per_minute"]) == math.ceil(results["minutes"])
+
+
+# ------------------------------------------------------------------ transfer study (issue 19)
+
+_RGB_TASKS = ("segmentation", "depth", "normals")
+_HIGHER = {"miou", "pixel_acc", "delta1", "within_11_25", "within_22_5", "within_30"}
+
+
+def synthetic_raw_records(seeds: int = 8) -> list[dict]:
+    """SYNTHETIC raw records in the shape benchmarks/transfer_study.py writes - a test fixture
+    with planted effects, not results (nothing here is committed under benchmarks/results):
+    MBMT-Net is 12 % better than the ST nets on every metric, every other arm is the ST nets
+    within noise, UMMT-PS equals UMMT-D within noise, the teacher has +5 mIoU headroom."""
+    import numpy as np
+
+    rng = np.random.default_rng(123)
+    base = {"segmentation": {"miou": 20.0, "pixel_acc": 60.0},
+            "depth": {"abs_err": 0.8, "rel_err": 0.3, "rmse": 1.0},
+            "normals": {"mean": 30.0, "median": 25.0, "within_11_25": 20.0, "within_22_5": 45.0,
+                        "within_30": 58.0}}
+    gain = {"mbmt": 0.12}
+
+    def arm(st, stage, tasks):
+        g = gain.get(stage, 0.0)
+        return {t: {k: v * (1 + g if k in _HIGHER else 1 - g) * (1 + rng.normal(0, 0.01))
+                    for k, v in st[t].items()} for t in tasks}
+
+    records = []
+    for seed in range(seeds):
+        st = {t: {k: v * (1 + rng.normal(0, 0.05)) for k, v in m.items()}
+              for t, m in base.items()}
+        rows = {"pretrain-st": {"metrics": st}}
+        for stage in ("mbmt", "mbmt-src", "mbmt-mt", "mbmt-cold", "mbmt-cold-lr1e-5", "mt-src", "mt",
+                      "mtinet", "mtunet"):
+            rows[stage] = {"metrics": arm(st, stage, _RGB_TASKS)}
+        for stage in ("ummt", "ummt-d", "ummt-ps", "teacher"):
+            rows[stage] = {"metrics": arm(st, stage, ("segmentation", "depth"))}
+        rows["ummt-ps"]["metrics"]["segmentation"]["miou"] = (
+            rows["ummt-d"]["metrics"]["segmentation"]["miou"] + rng.normal(0, 0.5))
+        rows["teacher"]["metrics"]["segmentation"]["miou"] += 5.0
+        stages = {s: {"finished_at": f"2030-01-01T0{seed // 4}:{10 + seed:02d}:00Z",
+                      "run_id": f"{seed}{s}"} for s in rows}
+        records.append({
+            "seed": seed, "rows": rows, "stages": stages, "reused_stages": [],
+            "provenance": {"command": "benchmarks/transfer_study.py", "git_commit": "a" * 40,
+                           "git_dirty": False, "budget": "study",
+                           "preregistration_sha256": "b" * 64,
+                           "preregistration_commit": "c" * 40,
+                           "study_started_at": "2030-01-01T00:00:00Z",
+                           "machine": {"cpu_count": 2, "cpu_model": "synthetic",
+                                       "load_avg_1min": 0.1}}})
+    return records
+
+
+def _delta_m_by_hand(metrics: dict, st: dict) -> float:
+    lower = {"abs_err", "rel_err", "mean", "median"}
+    keys = {"segmentation": ("miou", "pixel_acc"), "depth": ("abs_err", "rel_err"),
+            "normals": ("mean", "median", "within_11_25", "within_22_5", "within_30")}
+    per_task = [statistics.fmean((-1 if k in lower else 1) * (metrics[t][k] - st[t][k])
+                                 / st[t][k] * 100 for k in keys[t]) for t in metrics]
+    return statistics.fmean(per_task)
+
+
+def test_transfer_study_section_is_derived_from_the_raw_records():
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    docs = _bench("transfer_docs")
+    prereg = _bench("transfer_study").preregistration()
+    records = synthetic_raw_records()
+    text = docs.render(records, prereg)
+    # the arms table: Δm of MBMT-Net recomputed by hand from the same numbers
+    dm = [_delta_m_by_hand(r["rows"]["mbmt"]["metrics"], r["rows"]["pretrain-st"]["metrics"])
+          for r in records]
+    row = next(ln for ln in text.splitlines() if ln.startswith("| MBMT-Net (ST backbones frozen) |"))
+    assert row.endswith(f"| {statistics.fmean(dm):.2f} ± {statistics.stdev(dm):.2f} |")
+    # the comparisons: the planted effect is found, the planted null reads "no effect detected"
+    lines = [ln for ln in text.splitlines() if ln.startswith("| ") and " vs " in ln]
+
+    def comparison(pair: str, figure: str) -> str:
+        return next(ln for ln in lines if ln.split(" | ")[1] == pair and figure in ln)
+
+    mbmt_vs_mt = comparison("MBMT-Net (ST backbones frozen) vs MT-Net (source → target)", "Δm")
+    assert mbmt_vs_mt.endswith("**reproduced** |")
+    miou = comparison("UMMT-PS (UMMT-D + pseudo seg) vs UMMT-D (200 depth + 100 seg)", "mIoU")
+    assert re.search(r"\*\*no effect detected \(MDE \d+\.\d+\)\*\* \|$", miou)
+    diffs = [r["rows"]["ummt-ps"]["metrics"]["segmentation"]["miou"]
+             - r["rows"]["ummt-d"]["metrics"]["segmentation"]["miou"] for r in records]
+    assert f"| {statistics.fmean(diffs):.2f} ± {statistics.stdev(diffs):.2f} |".replace(
+        "-", "−") in miou
+    # a planted null on a "no effect" claim is never "reproduced"
+    assert "reproduced" not in comparison("MT-Net (source → target) vs MT-Net (scratch)", "Δm")
+    # "which model should I train" follows the numbers
+    advice = text.split("#### Which model should I train", 1)[1]
+    assert "**Train MBMT-Net (ST backbones frozen)**" in advice
+    assert "no stage reused from an earlier run" in text and "on a clean tree" in text
+    # before the study has run the section says so (no numbers)
+    assert "has not been run yet" in docs.render(records[:1], prereg)

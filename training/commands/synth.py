@@ -18,6 +18,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--size", type=int, nargs=2, metavar=("H", "W"), default=(288, 384),
                         help="image height and width (default 288 384)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    parser.add_argument("--domain", choices=("target", "source"), default="target",
+                        help="which synthetic distribution (default target; 'source' is the "
+                             "shifted one used only for pretraining, docs/data.md)")
     parser.add_argument("--val-fraction", type=float, default=0.2,
                         help="fraction of frames in the val split (default 0.2)")
     parser.add_argument("--no-bag", action="store_true", help="do not write OUT/bag/")
@@ -35,6 +38,7 @@ def run(args: argparse.Namespace) -> int:
         out = write_synth_dataset(args.out, args.count, args.size[0], args.size[1], args.seed,
                                   val_fraction=args.val_fraction, bag=not args.no_bag,
                                   overwrite=args.overwrite, storage=args.storage,
-                                  progress=lambda done, total: bar.update(done - bar.n))
+                                  progress=lambda done, total: bar.update(done - bar.n),
+                                  domain=args.domain)
     print(f"synthetic dataset written to {out}")
     return 0

@@ -63,6 +63,8 @@ def ensure_dataset(config: PipelineConfig, run: RunDir) -> Path:
             "--size", str(size[0]), str(size[1]), "--seed", str(synth.get("seed", config.seed))]
     if "val_fraction" in synth:
         args += ["--val-fraction", str(synth["val_fraction"])]
+    if synth.get("domain"):
+        args += ["--domain", str(synth["domain"])]
     run_cli(*args)
     return root
 

@@ -51,7 +51,8 @@ def reads(config: PipelineConfig, spec: StageSpec) -> list[str]:
 
 def stage_fingerprint(config: PipelineConfig, run: RunDir, spec: StageSpec,
                       digest: str) -> str:
-    """``digest`` (the stage's own config) + the recorded identity of every stage it reads."""
+    """``digest`` (the stage's own config) + the recorded identity of every stage it reads
+    (+ the SHA-256 of the files its ``init:`` starts from, when it names one)."""
     upstream: dict[str, Any] = {}
     for name in reads(config, spec):
         if run.is_done(name):
@@ -60,6 +61,22 @@ def stage_fingerprint(config: PipelineConfig, run: RunDir, spec: StageSpec,
                               done.get("run_id") or done.get("finished_at")]
         else:
             upstream[name] = None
+    if spec.options.get("init"):  # absent otherwise: existing fingerprints stay as they were
+        from training.stages.init import init_identity
+        from training.stages.train import st_model_configs
+
+        tasks = None
+        if spec.kind == "pretrain-st":
+            from training.stages.common import StageContext
+
+            tasks = [t for t, _ in st_model_configs(StageContext(config, run, spec))]
+        elif spec.kind == "assemble":
+            from mbmt_ros.tasks import TASKS
+
+            wanted = {**config.model, **spec.model}.get("tasks") or TASKS
+            tasks = [t for t in TASKS if t in wanted]
+        return config_digest({"config": digest, "reads": upstream,
+                              "init": init_identity(spec.kind, spec.options["init"], tasks)})
     return config_digest({"config": digest, "reads": upstream})
 
 

@@ -64,9 +64,11 @@ def _data_metadata(ctx: StageContext, root: Path, manifest: Path) -> dict[str, A
 def train_model(ctx: StageContext, model_cfg: dict[str, Any] | None = None, *,
                 model: Any = None, out_dir: Path | None = None, name: str | None = None,
                 loss_tasks: tuple[str, ...] | None = None, keep: Any = None,
-                manifest_ref: str | None = None, seed_offset: int = 0) -> dict[str, Any]:
+                manifest_ref: str | None = None, seed_offset: int = 0,
+                init: Path | None = None) -> dict[str, Any]:
     """Build (or take) a model, train it on the stage's data and save ``out_dir/model.safetensors``.
 
+    ``init``: a model file of another run to start from (:mod:`training.stages.init`).
     Returns provenance for ``done.json``: the model path, epochs, data and manifest used.
     """
     from mbmt_ros.models import build_model
@@ -78,6 +80,11 @@ def train_model(ctx: StageContext, model_cfg: dict[str, Any] | None = None, *,
                              else ctx.spec.options.get("manifest"))
     if model is None:
         model = build_model(model_cfg)
+    started = {}
+    if init is not None:
+        from training.stages.init import init_model
+
+        started = init_model(model, init, f"stage '{ctx.spec.name}'" + (f"/{name}" if name else ""))
     check_num_classes(model.num_classes, _manifest_classes(root, manifest)[0],
                       f"the model of stage '{ctx.spec.name}'")
     data = ctx.config.data
@@ -104,7 +111,7 @@ def train_model(ctx: StageContext, model_cfg: dict[str, Any] | None = None, *,
     info = {"model": str(path), "epochs": int(trainer.current_epoch),
             "global_step": int(trainer.global_step), "train_samples": len(train_ds),
             "manifest": str(manifest), "data": str(root), "tasks": list(module.loss_tasks),
-            "weights": module.weighting.weights()}
+            "weights": module.weighting.weights(), **started}
     if is_rank_zero():
         save_stage_model(path, module.model.cpu(), ctx, train=ctx.train,
                          **_data_metadata(ctx, root, manifest))
@@ -146,25 +153,37 @@ def pretrain_st(ctx: StageContext) -> dict[str, Any]:
             log.info("%s/%s: already trained, skipping", ctx.spec.name, task)
         else:
             info = train_model(ctx, cfg, out_dir=sub, name=task,
-                               keep=lambda e, t=task: e.has(t), seed_offset=i)
+                               keep=lambda e, t=task: e.has(t), seed_offset=i,
+                               init=_init(ctx, task))
             if is_rank_zero():
                 atomic_write_json(sub / DONE_FILE, {"task": task, **info})
         models[task] = str(sub / MODEL_FILE)
     return {"models": models}
 
 
+def _init(ctx: StageContext, task: str | None = None) -> Path | None:
+    """The model file the stage's ``init:`` names (for one ST task), or None."""
+    ref = ctx.spec.options.get("init")
+    if not ref:
+        return None
+    from training.stages.init import init_file
+
+    return init_file(ref, task)
+
+
 # -- stage 2 ---------------------------------------------------------------------------------
 
 
 def _st_checkpoints(ctx: StageContext, source: str, tasks: list[str], backbones: list[str],
-                    num_classes: int) -> list[str]:
-    """The ST checkpoints (one per MBMT backbone, in task order), checked before assembly."""
+                    num_classes: int, st_dir: Path | None = None) -> list[str]:
+    """The ST checkpoints (one per MBMT backbone, in task order), checked before assembly:
+    those of stage ``source``, or of ``st_dir`` (another run's pretrain-st folder, ``init:``)."""
     from mbmt_ros.models import read_checkpoint_config
 
     if len(backbones) != len(tasks):
         raise ConfigError(f"assemble: the MBMT model has {len(backbones)} backbones but "
                           f"{len(tasks)} tasks {tasks}; it takes one ST backbone per task")
-    st_dir = ctx.run.stage_dir(source, create=False)
+    st_dir = st_dir if st_dir is not None else ctx.run.stage_dir(source, create=False)
     paths = []
     for task, backbone in zip(tasks, backbones, strict=True):
         path = st_dir / task / MODEL_FILE
@@ -191,6 +210,17 @@ def _mbmt_config(ctx: StageContext, cold: bool, freeze: bool, source: str | None
     if cold:
         # a cold start trains randomly initialised backbones: freezing them would be meaningless
         cfg.update(backbone_checkpoints=None, freeze_backbones=False)
+    elif source is None and ctx.spec.options.get("init"):
+        # another run's ST nets (e.g. pretrained on the source domain only, training.stages.init)
+        st_dir = Path(ctx.spec.options["init"])
+        cfg.update(backbone_checkpoints=_st_checkpoints(
+            ctx, str(st_dir), tasks, backbones, int(cfg.get("num_classes", 13)), st_dir=st_dir),
+            freeze_backbones=bool(freeze))
+    elif ctx.config.stage(source).kind == "train-mt":
+        # no specialisation: every backbone is a copy of one multi-task net's backbone
+        path = ctx.run.require_model(source, f"stage '{ctx.spec.name}'")
+        cfg.update(backbone_checkpoints=[str(path)] * len(backbones),
+                   freeze_backbones=bool(freeze))
     else:
         cfg.update(backbone_checkpoints=_st_checkpoints(
             ctx, source, tasks, backbones, int(cfg.get("num_classes", 13))),
@@ -236,7 +266,7 @@ def train_mbmt(ctx: StageContext) -> dict[str, Any]:
 def train_mt(ctx: StageContext) -> dict[str, Any]:
     """The MT-Net baseline (one shared backbone, all tasks, DWA) - or the multi-task
     architecture the config names (``mtinet``, ``mtunet``; see :func:`multitask_arch`)."""
-    return train_model(ctx, stage_model_config(ctx, multitask_arch(ctx)))
+    return train_model(ctx, stage_model_config(ctx, multitask_arch(ctx)), init=_init(ctx))
 
 
 def train_teacher(ctx: StageContext) -> dict[str, Any]:
@@ -249,7 +279,7 @@ def train_teacher(ctx: StageContext) -> dict[str, Any]:
     tasks = tuple(t for t in TASKS if t in cfg.get("tasks", TASKS))
     cfg["tasks"] = list(tasks)
     needed = set(tasks) | {modality}
-    info = train_model(ctx, cfg, keep=lambda e: all(e.has(t) for t in needed))
+    info = train_model(ctx, cfg, keep=lambda e: all(e.has(t) for t in needed), init=_init(ctx))
     return {**info, "extra_modality": modality}
 
 
@@ -257,5 +287,5 @@ def train_student(ctx: StageContext) -> dict[str, Any]:
     """The RGB-only multi-task student on ground truth + pseudo labels (UMMT-PS); with a
     make-split manifest and no pseudo labels it is the UMMT baseline. MT-Net unless the
     config names another RGB multi-task architecture (the stage's or the shared ``arch``)."""
-    return train_model(ctx, stage_model_config(ctx, multitask_arch(ctx)))
+    return train_model(ctx, stage_model_config(ctx, multitask_arch(ctx)), init=_init(ctx))
 

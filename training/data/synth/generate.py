@@ -11,6 +11,7 @@ from mbmt_ros.tasks import NYU13_CLASSES
 from training.data.bag import RgbdBagWriter
 from training.data.camera import CAMERA_NAME
 from training.data.synth.render import render_frame, synth_camera
+from training.data.synth.scene import domain_settings
 from training.data.writer import open_dataset_writer
 from training.errors import DataError
 
@@ -32,9 +33,12 @@ def frame_stamp(frame: int) -> int:
 def write_synth_dataset(out: str | Path, count: int, height: int, width: int, seed: int,
                         val_fraction: float = 0.2, bag: bool = True, overwrite: bool = False,
                         storage: str = "mcap",
-                        progress: Callable[[int, int], None] | None = None) -> Path:
+                        progress: Callable[[int, int], None] | None = None,
+                        domain: str = "target") -> Path:
     """Render ``count`` frames (the last ``round(count * val_fraction)`` are validation) into
-    ``out`` atomically; returns ``out``. Frame ``i`` depends only on ``(seed, i)``."""
+    ``out`` atomically; returns ``out``. Frame ``i`` depends only on ``(domain, seed, i)``;
+    the manifest's ``info`` records the domain and its settings."""
+    dom = domain_settings(domain)
     if count < 1:
         raise DataError(f"--count must be >= 1, got {count}")
     if height < 8 or width < 8:
@@ -50,6 +54,8 @@ def write_synth_dataset(out: str | Path, count: int, height: int, width: int, se
     info = {"generator": "mbmt_ros synth", "seed": seed, "count": count,
             "size": [height, width], "val_fraction": val_fraction, "train": n_train,
             "val": n_val, "camera": CAMERA_NAME, "bag": BAG_FOLDER if bag else None}
+    if dom.name != "target":  # the target's manifest stays as it always was
+        info.update(domain=dom.name, domain_settings=dom.as_dict())
     start = time.perf_counter()
     with open_dataset_writer(out, num_classes=len(NYU13_CLASSES),
                              class_names=list(NYU13_CLASSES), dataset="synth", info=info,
@@ -60,7 +66,7 @@ def write_synth_dataset(out: str | Path, count: int, height: int, width: int, se
         try:
             for frame in range(count):
                 split, index = ("train", frame) if frame < n_train else ("val", frame - n_train)
-                synth = render_frame(seed, frame, height, width)
+                synth = render_frame(seed, frame, height, width, dom)
                 stamp = frame_stamp(frame)
                 sample = synth.sample.replace(provenance=replace(
                     synth.sample.provenance, stamp_ns=stamp, split=split, index=index))

@@ -20,7 +20,7 @@ from training.data.synth.raycast import (
     intersect_room_inside,
     intersect_sphere,
 )
-from training.data.synth.scene import CLASS_ID, Scene, random_scene
+from training.data.synth.scene import CLASS_ID, Scene, SynthDomain, domain_settings, random_scene
 
 __all__ = ["SynthFrame", "synth_camera", "render_scene", "render_frame"]
 
@@ -140,7 +140,8 @@ def render_scene(scene: Scene, camera: CameraIntrinsics, rng: np.random.Generato
     # textures: floor tiles / planks, faint wall and ceiling patterns, per-object stripes
     tex = np.ones(len(d))
     floor = (tex_params < 0) & (face == 4)
-    tile = rng.uniform(0.3, 0.8)
+    dom = scene.domain
+    tile = rng.uniform(*dom.floor_tile)
     checker = (np.floor(p[:, 0] / tile) + np.floor(p[:, 1] / tile)) % 2
     tex[floor] = 0.85 + 0.3 * checker[floor]
     wallish = (tex_params < 0) & (face != 4)
@@ -153,9 +154,9 @@ def render_scene(scene: Scene, camera: CameraIntrinsics, rng: np.random.Generato
     to_light = scene.light - p
     dist = np.linalg.norm(to_light, axis=1)
     lambert = np.clip(np.einsum("ij,ij->i", n, to_light) / np.maximum(dist, 1e-6), 0, None)
-    shade = 0.3 + 1.1 * lambert / (1.0 + 0.08 * dist**2)
+    shade = dom.ambient + dom.light_gain * lambert / (1.0 + 0.08 * dist**2)
     lin = albedo * tex[:, None] * shade[:, None]
-    lin *= rng.uniform(0.8, 1.2) * rng.uniform(0.92, 1.08, 3)  # exposure, white balance
+    lin *= rng.uniform(*dom.exposure) * rng.uniform(0.92, 1.08, 3)  # exposure, white balance
     rgb = np.clip(lin, 0, 1) ** (1 / 2.2)
     rgb = rgb + rng.normal(0, noise, rgb.shape)
     rgb8 = np.clip(np.rint(rgb * 255), 0, 255).astype(np.uint8).reshape(h, w, 3)
@@ -169,14 +170,21 @@ def render_scene(scene: Scene, camera: CameraIntrinsics, rng: np.random.Generato
             n_cam.reshape(h, w, 3).astype(np.float32), surface.reshape(h, w))
 
 
-def render_frame(seed: int, index: int, height: int, width: int) -> SynthFrame:
-    """Frame ``index`` of the synthetic dataset ``seed``: the same inputs give the same
-    frame, independently of how many frames are generated."""
-    rng = np.random.default_rng([seed, index])
-    scene = random_scene(rng)
+def render_frame(seed: int, index: int, height: int, width: int,
+                 domain: str | SynthDomain = "target") -> SynthFrame:
+    """Frame ``index`` of the synthetic dataset ``seed`` drawn from ``domain`` (see
+    :data:`~training.data.synth.scene.DOMAINS`): the same inputs give the same frame,
+    independently of how many frames are generated. The target domain keeps its historical
+    random key ``[seed, index]``; another domain mixes its ``stream`` in, so that no frame of
+    the source equals a target frame even under the same seed."""
+    dom = domain_settings(domain)
+    key = [seed, index] if dom.stream == 0 else [seed, index, dom.stream]
+    rng = np.random.default_rng(key)
+    scene = random_scene(rng, dom)
     camera = synth_camera(height, width)
     rgb, cls, depth, normals, surface = render_scene(scene, camera, rng)
-    prov = Provenance(source=f"synth:seed={seed}:frame={index}", index=index,
+    tag = "" if dom.name == "target" else f":domain={dom.name}"
+    prov = Provenance(source=f"synth:seed={seed}{tag}:frame={index}", index=index,
                       labels={"segmentation": GT, "depth": GT, "normals": GT})
     sample = Sample(rgb=rgb, segmentation=cls, depth=depth, normals=normals, provenance=prov)
     return SynthFrame(sample=sample, camera=camera, surface=surface)

@@ -6,13 +6,14 @@ frame is fully determined by ``(seed, index)``. World frame: z up, the room span
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
 from mbmt_ros.tasks import NYU13_CLASSES
 
-__all__ = ["Box", "Sphere", "Cylinder", "Decal", "Scene", "random_scene", "CLASS_ID"]
+__all__ = ["Box", "Sphere", "Cylinder", "Decal", "Scene", "random_scene", "CLASS_ID",
+           "SynthDomain", "DOMAINS", "domain_settings"]
 
 CLASS_ID: dict[str, int] = {name: i for i, name in enumerate(NYU13_CLASSES)}
 
@@ -24,6 +25,70 @@ _ALBEDO: dict[str, tuple[float, float, float]] = {
     "table": (0.60, 0.45, 0.30), "tv": (0.05, 0.05, 0.06), "wall": (0.80, 0.78, 0.72),
     "window": (0.75, 0.85, 0.95),
 }
+
+
+Range = tuple[float, float]
+
+
+@dataclass(frozen=True)
+class SynthDomain:
+    """The settings of one synthetic distribution (what a scene is drawn from).
+
+    ``target`` is the distribution every study and demo trains and evaluates on (the values
+    the generator always had: its frames are unchanged). ``source`` is a shifted distribution
+    used only to pretrain (it stands in for ImageNet / another dataset, issue 19): larger rooms,
+    another furniture mix with more items, stronger and coarser textures, harder lighting and
+    a low (robot-height) camera. Only ranges change, never the order of the random draws, so a
+    frame is still fully determined by ``(domain, seed, index)``.
+    """
+
+    name: str
+    room_x: Range = (3.0, 6.5)
+    room_y: Range = (3.0, 6.5)
+    room_z: Range = (2.4, 3.2)
+    #: furniture kinds drawn with replacement (repeats weight a kind)
+    item_kinds: tuple[str, ...] = ("bed", "table", "chair", "chair", "sofa", "furniture",
+                                   "furniture", "objects")
+    items: tuple[int, int] = (4, 10)          # number of items, [lo, hi)
+    albedo_jitter: Range = (0.7, 1.25)
+    texture_amplitude: Range = (0.05, 0.25)
+    texture_frequency: Range = (4.0, 25.0)
+    floor_tile: Range = (0.3, 0.8)            # floor checker size (m)
+    ambient: float = 0.3                      # shading = ambient + gain * Lambert / falloff
+    light_gain: float = 1.1
+    exposure: Range = (0.8, 1.2)
+    camera_height: Range = (1.0, 1.8)         # upper bound also <= room height - 0.3
+    camera_pitch_deg: Range = (-35.0, -5.0)
+    #: mixed into the per-frame random key (0: the target's historical key, unchanged)
+    stream: int = 0
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+#: the named distributions of ``mbmt-train synth --domain``
+DOMAINS: dict[str, SynthDomain] = {
+    "target": SynthDomain("target"),
+    "source": SynthDomain(
+        "source", room_x=(4.5, 9.0), room_y=(4.0, 8.0), room_z=(2.8, 3.8),
+        item_kinds=("bed", "table", "table", "chair", "chair", "chair", "sofa", "furniture",
+                    "objects", "objects", "objects"),
+        items=(6, 14), albedo_jitter=(0.5, 1.5), texture_amplitude=(0.2, 0.5),
+        texture_frequency=(2.0, 12.0), floor_tile=(0.8, 1.6), ambient=0.15, light_gain=1.7,
+        exposure=(0.6, 1.4), camera_height=(0.35, 0.9), camera_pitch_deg=(-20.0, 5.0),
+        stream=1),
+}
+
+
+def domain_settings(domain: str | SynthDomain) -> SynthDomain:
+    """A :class:`SynthDomain` by name (``target``, ``source``) or as given."""
+    if isinstance(domain, SynthDomain):
+        return domain
+    if domain not in DOMAINS:
+        from training.errors import DataError
+
+        raise DataError(f"unknown synthetic domain {domain!r}; choose one of {sorted(DOMAINS)}")
+    return DOMAINS[domain]
 
 
 @dataclass
@@ -79,6 +144,7 @@ class Scene:
     light: np.ndarray = field(default_factory=lambda: np.zeros(3))
     camera_position: np.ndarray = field(default_factory=lambda: np.zeros(3))
     camera_rotation: np.ndarray = field(default_factory=lambda: np.eye(3))  # camera -> world
+    domain: SynthDomain = field(default_factory=lambda: DOMAINS["target"])
 
 
 class _Builder:
@@ -89,11 +155,12 @@ class _Builder:
 
     def albedo(self, name: str) -> np.ndarray:
         base = np.array(_ALBEDO[name])
-        return np.clip(base * self.rng.uniform(0.7, 1.25, 3), 0.02, 0.98)
+        lo, hi = self.scene.domain.albedo_jitter
+        return np.clip(base * self.rng.uniform(lo, hi, 3), 0.02, 0.98)
 
     def texture(self) -> tuple[float, float, float, float]:
-        r = self.rng
-        return (float(r.uniform(0.05, 0.25)), float(r.uniform(4, 25)),
+        r, dom = self.rng, self.scene.domain
+        return (float(r.uniform(*dom.texture_amplitude)), float(r.uniform(*dom.texture_frequency)),
                 float(r.uniform(0, 2 * np.pi)), float(r.uniform(0, 1)))
 
     def place(self, radius: float, against_wall: float = 0.0
@@ -162,8 +229,8 @@ class _Builder:
 
 def _add_items(b: _Builder) -> None:
     r = b.rng
-    kinds = ["bed", "table", "chair", "chair", "sofa", "furniture", "furniture", "objects"]
-    for name in r.choice(kinds, size=int(r.integers(4, 10))):
+    dom = b.scene.domain
+    for name in r.choice(list(dom.item_kinds), size=int(r.integers(*dom.items))):
         if name == "bed":
             o = b.place(1.2, 1.0)
             if o:
@@ -244,10 +311,11 @@ def _camera(b: _Builder) -> None:
         x, y = r.uniform(0.4, lx - 0.4), r.uniform(0.4, ly - 0.4)
         if all((x - fx) ** 2 + (y - fy) ** 2 > (fr + 0.3) ** 2 for fx, fy, fr in b.footprints):
             break
-    z = r.uniform(1.0, min(1.8, lz - 0.3))
+    dom = b.scene.domain
+    z = r.uniform(dom.camera_height[0], min(dom.camera_height[1], lz - 0.3))
     # look roughly towards the room's centre so that the frame shows furniture and floor
     yaw = np.arctan2(ly / 2 - y, lx / 2 - x) + np.deg2rad(r.normal(0, 25))
-    pitch = np.deg2rad(r.uniform(-35, -5))
+    pitch = np.deg2rad(r.uniform(*dom.camera_pitch_deg))
     roll = np.deg2rad(r.normal(0, 3))
     f = np.array([np.cos(pitch) * np.cos(yaw), np.cos(pitch) * np.sin(yaw), np.sin(pitch)])
     right = np.cross(f, [0.0, 0.0, 1.0])
@@ -259,10 +327,11 @@ def _camera(b: _Builder) -> None:
     b.scene.camera_rotation = np.stack([right, down, f], axis=1)
 
 
-def random_scene(rng: np.random.Generator) -> Scene:
-    """Draw a room, its furniture, objects, decals, a light and a camera pose."""
-    size = np.array([rng.uniform(3.0, 6.5), rng.uniform(3.0, 6.5), rng.uniform(2.4, 3.2)])
-    scene = Scene(size=size)
+def random_scene(rng: np.random.Generator, domain: str | SynthDomain = "target") -> Scene:
+    """Draw a room, its furniture, objects, decals, a light and a camera pose from ``domain``."""
+    dom = domain_settings(domain)
+    size = np.array([rng.uniform(*dom.room_x), rng.uniform(*dom.room_y), rng.uniform(*dom.room_z)])
+    scene = Scene(size=size, domain=dom)
     b = _Builder(rng, scene)
     scene.room_albedo = {k: b.albedo(k) for k in ("floor", "wall", "ceiling")}
     _add_items(b)
