@@ -137,10 +137,6 @@ class PipelineConfig:
         raise ConfigError(f"config '{self.name}' lists no '{kind}' stage; add one under "
                           f"stages: (e.g. '- {{name: {kind}, kind: {kind}}}') or pass --stage")
 
-    def stage_model(self, spec: StageSpec) -> dict[str, Any]:
-        """The shared ``model:`` section with the stage's overrides applied."""
-        return deep_merge(self.model, spec.model)
-
 
 def load_config(path: str | Path) -> PipelineConfig:
     """Read and validate a pipeline YAML; every problem is a ConfigError naming the file."""

@@ -1,7 +1,7 @@
 """Check every model a pipeline will build, before any stage starts.
 
 Each stage derives its own architecture config from the shared ``model:`` section and its own
-``model:`` overrides (:func:`training.stages.models.stage_model_config`); a typo that only one
+``model:`` overrides (:func:`training.model_configs.stage_model_config`); a typo that only one
 architecture rejects used to surface at that stage - e.g. at ``assemble``, after the
 single-task nets had trained. Here the same derivation runs for every stage at load time and
 each result goes through the model registry's own check (:func:`resolve_model_config`:
@@ -12,18 +12,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Sequence
-from types import SimpleNamespace
 from typing import Any
 
 from training.errors import ConfigError
+from training.model_configs import stage_model_configs
 
-__all__ = ["check_models", "check_pretrained", "stage_model_configs", "backbone_names",
+__all__ = ["check_models", "check_pretrained", "backbone_names",
            "imagenet_backbones"]
-
-#: stage kinds that build a model, and the architecture they build unless the config says
-_BUILDS = ("pretrain-st", "assemble", "train-mbmt", "train-mt", "train-teacher",
-           "train-student", "affinity")
-
 
 def backbone_names(cfg: dict[str, Any]) -> list[tuple[str, str]]:
     """``(key, timm name)`` of every backbone a model config names."""
@@ -34,27 +29,6 @@ def backbone_names(cfg: dict[str, Any]) -> list[tuple[str, str]]:
     if isinstance(cfg.get("backbones"), list):
         out += [("backbones", n) for n in cfg["backbones"]]
     return out
-
-
-def stage_model_configs(shared: dict[str, Any], spec: Any) -> list[dict[str, Any]]:
-    """The ``build_model`` configs stage ``spec`` will build (empty for stages that build none),
-    derived exactly as the stage does."""
-    from training.stages.models import TEACHER_ARCHS, multitask_arch, stage_model_config
-
-    if spec.kind not in _BUILDS:
-        return []
-    ctx = SimpleNamespace(config=SimpleNamespace(model=shared), spec=spec)
-    if spec.kind == "pretrain-st":
-        from training.stages.train import st_model_configs
-
-        return [cfg for _, cfg in st_model_configs(ctx)]
-    if spec.kind in ("assemble", "train-mbmt"):
-        return [stage_model_config(ctx, "mbmt")]
-    if spec.kind in ("train-mt", "train-student"):
-        return [stage_model_config(ctx, multitask_arch(ctx))]
-    default = shared.get("arch") if shared.get("arch") in TEACHER_ARCHS else "teacher"
-    modality = spec.model.get("extra_modality", spec.options.get("extra_modality", "depth"))
-    return [stage_model_config(ctx, default, extra_modality=modality)]
 
 
 def check_models(shared: dict[str, Any], stages: Sequence[Any],

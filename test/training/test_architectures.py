@@ -158,26 +158,19 @@ def test_ddp_searches_for_unused_parameters(given, expected):
 # -- per-stage model configs -------------------------------------------------------------------
 
 
-def _ctx(config, name):
-    from training.run_dir import RunDir
-    from training.stages.common import StageContext
-
-    return StageContext(config, RunDir("unused"), config.stage(name))
-
-
 def _stage_arch_config(config, name):
     """The model config the stage's runner builds (the same default-arch rules)."""
-    from training.stages.models import TEACHER_ARCHS, multitask_arch, stage_model_config
+    from training.model_configs import TEACHER_ARCHS, multitask_arch, stage_model_config
 
     spec = config.stage(name)
-    ctx = _ctx(config, name)
     if spec.kind in ("train-mt", "train-student"):
-        return stage_model_config(ctx, multitask_arch(ctx))
+        return stage_model_config(config.model, spec, multitask_arch(config.model))
     if spec.kind == "train-teacher":
         shared = config.model.get("arch")
-        return stage_model_config(ctx, shared if shared in TEACHER_ARCHS else "teacher",
+        return stage_model_config(config.model, spec,
+                                  shared if shared in TEACHER_ARCHS else "teacher",
                                   extra_modality=spec.options["extra_modality"])
-    return stage_model_config(ctx, "mbmt")
+    return stage_model_config(config.model, spec, "mbmt")
 
 
 @pytest.mark.parametrize("name, expected", [
@@ -199,13 +192,13 @@ def test_shipped_configs_build_each_stage_architecture(name, expected):
 
 
 def test_mti_family_shares_decoder_settings_and_mtinet_takes_the_backbones():
-    from training.stages.models import stage_model_config
+    from training.model_configs import stage_model_config
 
     config = load_config(CONFIGS / "nyuv2_imbalanced_mti_teacher.yaml")
     raw = copy.deepcopy(config.raw)
     raw["model"].update(task_channels=[8, 16, 24, 32], aux_tasks=["edges"], fpm=False)
     config = parse_config(raw)
-    student = stage_model_config(_ctx(config, "ummt"), "mt")
+    student = stage_model_config(config.model, config.stage("ummt"), "mt")
     assert student["arch"] == "mtinet" and student["backbones"] == ["hrnet_w18_small_v2"]
     assert student["task_channels"] == [8, 16, 24, 32] and student["fpm"] is False
     assert student["aux_tasks"] == ["edges"] and "extra_modality" not in student
@@ -216,9 +209,9 @@ def test_mti_family_shares_decoder_settings_and_mtinet_takes_the_backbones():
     tiny["stages"].append({"name": "mti-teacher", "kind": "train-teacher",
                            "model": {"arch": "mti_teacher"}})
     config = parse_config(tiny)
-    mti = stage_model_config(_ctx(config, "mti"), "mt")
+    mti = stage_model_config(config.model, config.stage("mti"), "mt")
     assert mti["backbones"] == ["test_efficientnet"] * 3 and mti["fusion"] == "add"
-    teacher = stage_model_config(_ctx(config, "mti-teacher"), "teacher", extra_modality="depth")
+    teacher = stage_model_config(config.model, config.stage("mti-teacher"), "teacher", extra_modality="depth")
     assert teacher["backbone"] == "test_efficientnet" and "backbones" not in teacher
     assert "fusion" not in teacher and "aux_tasks" not in teacher
 
@@ -242,11 +235,8 @@ def test_a_stage_with_another_weighting_gets_only_its_own_options():
 
 def test_stage_models_are_checked_for_their_architecture(tmp_path):
     from mbmt_ros.models import build_model, save_model
-    from training.stages.models import (
-        MULTI_BACKBONE_ARCHS,
-        TEACHER_ARCHS,
-        load_stage_model,
-    )
+    from training.model_configs import MULTI_BACKBONE_ARCHS, TEACHER_ARCHS
+    from training.stages.models import load_stage_model
 
     teacher = build_model({"arch": "mti_teacher", "backbone": "test_efficientnet",
                            "task_channels": 8, "head_channels": 8, "num_classes": 5})

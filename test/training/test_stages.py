@@ -27,9 +27,7 @@ def tiny_raw() -> dict:
 @pytest.mark.parametrize("name", ["tiny", "nyuv2_mbmt", "nyuv2_imbalanced", "rosbag"])
 def test_shipped_configs_parse_and_build_stage_models(name):
     from mbmt_ros.models import resolve_model_config
-    from training.run_dir import RunDir
-    from training.stages.common import StageContext
-    from training.stages.models import stage_model_config
+    from training.model_configs import stage_model_config
 
     config = load_config(REPO / "config" / "train" / f"{name}.yaml")
     assert config.stages
@@ -37,8 +35,7 @@ def test_shipped_configs_parse_and_build_stage_models(name):
                 "train-mbmt": "mbmt"}
     for spec in config.stages:
         if spec.kind in defaults:
-            cfg = stage_model_config(StageContext(config, RunDir("unused"), spec),
-                                     defaults[spec.kind])
+            cfg = stage_model_config(config.model, spec, defaults[spec.kind])
             resolve_model_config(cfg)  # every derived config is valid for build_model
 
 
@@ -94,19 +91,16 @@ def test_overrides_reach_every_stage_and_single_stages():
 
 def test_stage_models_derive_from_the_shared_mbmt_section():
     from mbmt_ros.models import build_model
-    from training.run_dir import RunDir
-    from training.stages.common import StageContext
-    from training.stages.models import stage_model_config
+    from training.model_configs import stage_model_config
 
     raw = tiny_raw()
     raw["model"]["backbones"] = ["test_efficientnet", "resnet10t", "test_efficientnet"]
     config = parse_config(raw)
-    ctx = StageContext(config, RunDir("unused"), config.stage("mt"))
-    mt = stage_model_config(ctx, "mt")
+    mt = stage_model_config(config.model, config.stage("mt"), "mt")
     assert mt["arch"] == "mt" and mt["backbone"] == "test_efficientnet"
     assert "backbones" not in mt and mt["fpn_channels"] == 16
-    teacher = stage_model_config(StageContext(config, RunDir("unused"), config.stage("teacher")),
-                                 "teacher", extra_modality="depth")
+    teacher = stage_model_config(config.model, config.stage("teacher"), "teacher",
+                                 extra_modality="depth")
     model = build_model(teacher)
     assert model.tasks == ("segmentation", "depth") and model.extra_channels == 1
 

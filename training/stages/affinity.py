@@ -15,10 +15,10 @@ from typing import Any
 
 from mbmt_ros.io import atomic_write_json, atomic_write_text
 from mbmt_ros.tasks import DEPTH, SEGMENTATION
+from training.model_configs import stage_model_config
 from training.run_dir import DONE_FILE, MODEL_FILE
 from training.stages.common import StageContext, is_rank_zero
 from training.stages.data import ensure_dataset, make_dataset, manifest_path
-from training.stages.models import stage_model_config
 
 __all__ = ["affinity", "AFFINITY_RUNS"]
 
@@ -45,7 +45,7 @@ def affinity(ctx: StageContext) -> dict[str, Any]:
             fixed: dict[str, Any] = {"tasks": list(both)}
             if modality:
                 fixed["extra_modality"] = modality
-            cfg = stage_model_config(ctx, arch, **fixed)
+            cfg = stage_model_config(ctx.config.model, ctx.spec, arch, **fixed)
             if arch != "teacher":
                 cfg.pop("extra_modality", None)
                 cfg.pop("extra_backbone", None)

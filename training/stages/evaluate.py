@@ -23,16 +23,15 @@ from training.progress import progress
 from training.run_dir import DONE_FILE, MODEL_FILE, RunDir
 from training.stages.common import StageContext, is_rank_zero
 from training.stages.data import ensure_dataset, make_dataset, manifest_path
-from training.stages.fingerprint import evaluated_stages
+from training.stages.fingerprint import EVALUATED_KINDS, evaluated_stages
 from training.tables import TableRow, csv_table, markdown_table
 
 __all__ = ["evaluate_model", "evaluate_bundle", "evaluate", "write_results",
-           "EVALUATED_KINDS", "denormalize"]
+           "denormalize"]
 
 log = logging.getLogger(__name__)
 
 #: stage kinds whose weights are evaluated (pretrain-st: one net per task).
-EVALUATED_KINDS = ("pretrain-st", "train-mt", "train-mbmt", "train-teacher", "train-student")
 _FULL_LABEL_KINDS = ("pretrain-st", "train-mt", "train-mbmt")
 
 

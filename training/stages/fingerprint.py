@@ -19,16 +19,16 @@ from typing import Any
 from training.config import PipelineConfig, StageSpec
 from training.run_dir import RunDir, config_digest
 
-__all__ = ["reads", "stage_fingerprint", "fingerprint_of", "evaluated_stages", "plan_stage"]
+__all__ = ["EVALUATED_KINDS", "reads", "stage_fingerprint", "fingerprint_of", "evaluated_stages", "plan_stage"]
 
 #: stage kinds that read no manifest of another stage
 _NO_MANIFEST = ("make-split", "evaluate", "export")
+#: stage kinds an ``evaluate`` stage scores by default (every earlier one of these kinds)
+EVALUATED_KINDS = ("pretrain-st", "train-mt", "train-mbmt", "train-teacher", "train-student")
 
 
 def evaluated_stages(config: PipelineConfig, spec: StageSpec) -> list[str]:
     """The stages an ``evaluate`` stage scores: its ``stages:`` or every earlier trained one."""
-    from training.stages.evaluate import EVALUATED_KINDS
-
     if spec.options.get("stages"):
         return list(spec.options["stages"])
     return [s.name for s in _earlier(config, spec) if s.kind in EVALUATED_KINDS]
@@ -62,14 +62,12 @@ def stage_fingerprint(config: PipelineConfig, run: RunDir, spec: StageSpec,
         else:
             upstream[name] = None
     if spec.options.get("init"):  # absent otherwise: existing fingerprints stay as they were
+        from training.model_configs import st_tasks
         from training.stages.init import init_identity
-        from training.stages.train import st_model_configs
 
         tasks = None
         if spec.kind == "pretrain-st":
-            from training.stages.common import StageContext
-
-            tasks = [t for t, _ in st_model_configs(StageContext(config, run, spec))]
+            tasks = st_tasks(config.model, spec)
         elif spec.kind == "assemble":
             from mbmt_ros.tasks import TASKS
 

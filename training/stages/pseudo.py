@@ -69,7 +69,8 @@ def pseudo_label(ctx: StageContext) -> dict[str, Any]:
 
     from training.data.manifest import open_manifest
     from training.lightning_module import model_inputs
-    from training.stages.models import TEACHER_ARCHS, load_stage_model
+    from training.model_configs import TEACHER_ARCHS
+    from training.stages.models import load_stage_model
 
     opts = ctx.spec.options
     task, tau = opts["task"], float(opts["tau"])

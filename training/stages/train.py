@@ -14,6 +14,14 @@ from typing import Any
 
 from mbmt_ros.tasks import SEGMENTATION, TASKS
 from training.errors import CheckpointError, ConfigError
+from training.model_configs import (
+    MULTI_BACKBONE_ARCHS,
+    multitask_arch,
+    shared_backbones,
+    st_model_configs,
+    stage_model_config,
+    teacher_model_config,
+)
 from training.run_dir import DONE_FILE, MODEL_FILE
 from training.stages.common import (
     StageContext,
@@ -30,15 +38,7 @@ from training.stages.data import (
     manifest_path,
     validation_holdout,
 )
-from training.stages.models import (
-    MULTI_BACKBONE_ARCHS,
-    TEACHER_ARCHS,
-    check_num_classes,
-    load_stage_model,
-    multitask_arch,
-    shared_backbones,
-    stage_model_config,
-)
+from training.stages.models import check_num_classes, load_stage_model
 
 __all__ = ["pretrain_st", "assemble", "train_mbmt", "train_mt", "train_teacher",
            "train_student", "train_model"]
@@ -121,33 +121,12 @@ def train_model(ctx: StageContext, model_cfg: dict[str, Any] | None = None, *,
 # -- stage 1 ---------------------------------------------------------------------------------
 
 
-def _st_tasks(ctx: StageContext) -> list[str]:
-    tasks = ctx.spec.options.get("tasks") or ctx.config.model.get("tasks") or list(TASKS)
-    return [t for t in TASKS if t in tasks]
-
-
-def st_model_configs(ctx: Any) -> list[tuple[str, dict[str, Any]]]:
-    """``(task, model config)`` of each single-task net ``pretrain-st`` trains: task *k* uses
-    the shared section's backbone *k* unless the stage names its own ``backbone``."""
-    shared_tasks = ctx.config.model.get("tasks") or list(TASKS)
-    backbones = shared_backbones(ctx.config.model)
-    out = []
-    for i, task in enumerate(_st_tasks(ctx)):
-        k = shared_tasks.index(task) if task in shared_tasks else i
-        cfg = stage_model_config(ctx, "st", tasks=[task])
-        if "backbone" not in ctx.spec.model:
-            cfg["backbone"] = backbones[k % len(backbones)]
-        cfg.pop("backbones", None)
-        out.append((task, cfg))
-    return out
-
-
 def pretrain_st(ctx: StageContext) -> dict[str, Any]:
     """One single-task net per task, each backbone + head trained fully, in ``<stage>/<task>/``."""
     from mbmt_ros.io import atomic_write_json
 
     models: dict[str, str] = {}
-    for i, (task, cfg) in enumerate(st_model_configs(ctx)):
+    for i, (task, cfg) in enumerate(st_model_configs(ctx.config.model, ctx.spec)):
         sub = ctx.dir / task
         if (sub / DONE_FILE).is_file() and (sub / MODEL_FILE).is_file():
             log.info("%s/%s: already trained, skipping", ctx.spec.name, task)
@@ -204,7 +183,7 @@ def _st_checkpoints(ctx: StageContext, source: str, tasks: list[str], backbones:
 
 
 def _mbmt_config(ctx: StageContext, cold: bool, freeze: bool, source: str | None) -> dict[str, Any]:
-    cfg = stage_model_config(ctx, "mbmt")
+    cfg = stage_model_config(ctx.config.model, ctx.spec, "mbmt")
     tasks = [t for t in TASKS if t in (cfg.get("tasks") or TASKS)]
     backbones = list(cfg.get("backbones") or shared_backbones(cfg))
     if cold:
@@ -266,16 +245,16 @@ def train_mbmt(ctx: StageContext) -> dict[str, Any]:
 def train_mt(ctx: StageContext) -> dict[str, Any]:
     """The MT-Net baseline (one shared backbone, all tasks, DWA) - or the multi-task
     architecture the config names (``mtinet``, ``mtunet``; see :func:`multitask_arch`)."""
-    return train_model(ctx, stage_model_config(ctx, multitask_arch(ctx)), init=_init(ctx))
+    shared = ctx.config.model
+    return train_model(ctx, stage_model_config(shared, ctx.spec, multitask_arch(shared)),
+                       init=_init(ctx))
 
 
 def train_teacher(ctx: StageContext) -> dict[str, Any]:
     """The multi-modal teacher (RGB + the abundant label as input) on frames with both labels:
     the MBMT-style ``teacher``, or ``mti_teacher`` when the stage's or shared ``arch`` says so."""
-    modality = ctx.spec.model.get("extra_modality", ctx.spec.options["extra_modality"])
-    shared_arch = ctx.config.model.get("arch")
-    default = shared_arch if shared_arch in TEACHER_ARCHS else "teacher"
-    cfg = stage_model_config(ctx, default, extra_modality=modality)
+    cfg = teacher_model_config(ctx.config.model, ctx.spec)
+    modality = cfg["extra_modality"]
     tasks = tuple(t for t in TASKS if t in cfg.get("tasks", TASKS))
     cfg["tasks"] = list(tasks)
     needed = set(tasks) | {modality}
@@ -287,5 +266,7 @@ def train_student(ctx: StageContext) -> dict[str, Any]:
     """The RGB-only multi-task student on ground truth + pseudo labels (UMMT-PS); with a
     make-split manifest and no pseudo labels it is the UMMT baseline. MT-Net unless the
     config names another RGB multi-task architecture (the stage's or the shared ``arch``)."""
-    return train_model(ctx, stage_model_config(ctx, multitask_arch(ctx)), init=_init(ctx))
+    shared = ctx.config.model
+    return train_model(ctx, stage_model_config(shared, ctx.spec, multitask_arch(shared)),
+                       init=_init(ctx))
 
