@@ -9,6 +9,7 @@ noise. Labels therefore change exactly where geometry or material changes.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -70,6 +71,39 @@ def _roi(scene: Scene, camera: CameraIntrinsics, center: np.ndarray,
     return (np.arange(r0, r1)[:, None] * w + np.arange(c0, c1)[None, :]).ravel()
 
 
+class _Hits:
+    """The nearest surface along every ray so far: distance, world normal, surface id, class,
+    albedo and texture (index into ``textures``; -1 = the room's own patterns)."""
+
+    def __init__(self, t: np.ndarray, n: np.ndarray, face: np.ndarray,
+                 room_albedo: dict[str, Any]) -> None:
+        self.t, self.n, self.face = t, n, face
+        self.surface = face.astype(np.int32)
+        self.cls = np.where(face == 4, CLASS_ID["floor"],
+                            np.where(face == 5, CLASS_ID["ceiling"], CLASS_ID["wall"]))
+        self.albedo = np.empty((len(t), 3))
+        for f, key in ((4, "floor"), (5, "ceiling")):
+            self.albedo[face == f] = room_albedo[key]
+        self.albedo[face < 4] = room_albedo["wall"]
+        self.tex_params = np.zeros((len(t),), dtype=np.int32) - 1
+        self.textures: list[tuple[float, float, float, float]] = []
+
+    def update(self, idx: np.ndarray, t_new: np.ndarray, n_new: np.ndarray, sid: int,
+               cls_id: int, alb: np.ndarray, tex: tuple[float, float, float, float]) -> None:
+        """Take the rays ``idx`` whose new hit ``t_new`` is closer than the current one."""
+        sub = t_new < self.t[idx]
+        if not sub.any():
+            return
+        closer = idx[sub]
+        self.t[closer] = t_new[sub]
+        self.n[closer] = n_new[sub]
+        self.surface[closer] = sid
+        self.cls[closer] = cls_id
+        self.albedo[closer] = alb
+        self.tex_params[closer] = len(self.textures)
+        self.textures.append(tex)
+
+
 def render_scene(scene: Scene, camera: CameraIntrinsics, rng: np.random.Generator,
                  noise: float = 0.02) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray,
                                                 np.ndarray]:
@@ -79,95 +113,80 @@ def render_scene(scene: Scene, camera: CameraIntrinsics, rng: np.random.Generato
     rot = scene.camera_rotation
     o = scene.camera_position
     d = camera.rays().reshape(-1, 3).astype(np.float64) @ rot.T
-    t, n, face = intersect_room_inside(o, d, scene.size)
-    surface = face.astype(np.int32)
-    cls = np.where(face == 4, CLASS_ID["floor"],
-                   np.where(face == 5, CLASS_ID["ceiling"], CLASS_ID["wall"]))
-    albedo = np.empty((len(d), 3))
-    for f, key in ((4, "floor"), (5, "ceiling")):
-        albedo[face == f] = scene.room_albedo[key]
-    albedo[face < 4] = scene.room_albedo["wall"]
-    tex_params = np.zeros((len(d),), dtype=np.int32) - 1  # -1: room textures
-    textures: list[tuple[float, float, float, float]] = []
+    hits = _Hits(*intersect_room_inside(o, d, scene.size), scene.room_albedo)
+    _intersect_objects(scene, camera, o, d, hits)
+    rgb8 = _shade(scene, o, d, hits, rng, noise).reshape(h, w, 3)
+    n_cam = hits.n @ rot  # world -> camera: R^T n
+    facing = np.einsum("ij,ij->i", hits.n, d) > 0
+    n_cam[facing] *= -1
+    n_cam /= np.linalg.norm(n_cam, axis=1, keepdims=True)
+    depth = hits.t  # camera-frame ray z is 1, so the ray parameter is the depth
+    return (rgb8, hits.cls.reshape(h, w), depth.reshape(h, w).astype(np.float32),
+            n_cam.reshape(h, w, 3).astype(np.float32), hits.surface.reshape(h, w))
 
-    def update(idx: np.ndarray, t_new: np.ndarray, n_new: np.ndarray, sid: int, cls_id: int,
-               alb: np.ndarray, tex: tuple[float, float, float, float]) -> None:
-        sub = t_new < t[idx]
-        if not sub.any():
-            return
-        closer = idx[sub]
-        t_new, n_new = t_new[sub], n_new[sub]
-        t[closer] = t_new
-        n[closer] = n_new
-        surface[closer] = sid
-        cls[closer] = cls_id
-        albedo[closer] = alb
-        tex_params[closer] = len(textures)
-        textures.append(tex)
 
+def _intersect_objects(scene: Scene, camera: CameraIntrinsics, o: np.ndarray, d: np.ndarray,
+                       hits: _Hits) -> None:
+    """Wall decals (they only replace wall pixels), then boxes, spheres and cylinders, each
+    with its own surface id (6 on; 0-5 are the room's faces)."""
     sid = 6
-    # wall decals first: they only replace wall pixels
-    p_room = o + d * t[:, None]
+    p_room = o + d * hits.t[:, None]
     for dec in scene.decals:
         along = p_room[:, 1] if dec.face < 2 else p_room[:, 0]
-        on = ((face == dec.face) & (along >= dec.a0) & (along <= dec.a1)
+        on = ((hits.face == dec.face) & (along >= dec.a0) & (along <= dec.a1)
               & (p_room[:, 2] >= dec.z0) & (p_room[:, 2] <= dec.z1))
-        cls[on] = dec.cls
-        albedo[on] = dec.albedo
-        surface[on] = sid
+        hits.cls[on] = dec.cls
+        hits.albedo[on] = dec.albedo
+        hits.surface[on] = sid
         sid += 1
     for box in scene.boxes:
         idx = _roi(scene, camera, box.center, float(np.linalg.norm(box.half)))
         if idx is not None:
             tb, nb = intersect_box(o, d[idx], box.center, box.half, box.yaw)
-            update(idx, tb, nb, sid, box.cls, box.albedo, box.texture)
+            hits.update(idx, tb, nb, sid, box.cls, box.albedo, box.texture)
         sid += 1
     for sph in scene.spheres:
         idx = _roi(scene, camera, sph.center, sph.radius)
         if idx is not None:
             ts, ns = intersect_sphere(o, d[idx], sph.center, sph.radius)
-            update(idx, ts, ns, sid, sph.cls, sph.albedo, sph.texture)
+            hits.update(idx, ts, ns, sid, sph.cls, sph.albedo, sph.texture)
         sid += 1
     for cyl in scene.cylinders:
         mid = cyl.base + np.array([0.0, 0.0, cyl.height / 2])
         idx = _roi(scene, camera, mid, float(np.hypot(cyl.radius, cyl.height / 2)))
         if idx is not None:
             tc, nc = intersect_cylinder(o, d[idx], cyl.base, cyl.radius, cyl.height)
-            update(idx, tc, nc, sid, cyl.cls, cyl.albedo, cyl.texture)
+            hits.update(idx, tc, nc, sid, cyl.cls, cyl.albedo, cyl.texture)
         sid += 1
 
-    p = o + d * t[:, None]
-    # textures: floor tiles / planks, faint wall and ceiling patterns, per-object stripes
+
+def _shade(scene: Scene, o: np.ndarray, d: np.ndarray, hits: _Hits,
+           rng: np.random.Generator, noise: float) -> np.ndarray:
+    """uint8 RGB per ray: textures (floor tiles / planks, faint wall and ceiling patterns,
+    per-object stripes), ambient + Lambert shading from a point light near the ceiling,
+    exposure, white balance, gamma and sensor noise."""
+    p = o + d * hits.t[:, None]
     tex = np.ones(len(d))
-    floor = (tex_params < 0) & (face == 4)
+    floor = (hits.tex_params < 0) & (hits.face == 4)
     dom = scene.domain
     tile = rng.uniform(*dom.floor_tile)
     checker = (np.floor(p[:, 0] / tile) + np.floor(p[:, 1] / tile)) % 2
     tex[floor] = 0.85 + 0.3 * checker[floor]
-    wallish = (tex_params < 0) & (face != 4)
+    wallish = (hits.tex_params < 0) & (hits.face != 4)
     tex[wallish] = 1.0 + 0.04 * np.sin(13 * p[wallish, 0] + 7 * p[wallish, 1] + 5 * p[wallish, 2])
-    for k, params in enumerate(textures):
-        sel = tex_params == k
+    for k, params in enumerate(hits.textures):
+        sel = hits.tex_params == k
         if sel.any():
             tex[sel] = _texture(p[sel], params)
-    # shading: ambient + Lambert from a point light near the ceiling
     to_light = scene.light - p
     dist = np.linalg.norm(to_light, axis=1)
-    lambert = np.clip(np.einsum("ij,ij->i", n, to_light) / np.maximum(dist, 1e-6), 0, None)
+    lambert = np.clip(np.einsum("ij,ij->i", hits.n, to_light) / np.maximum(dist, 1e-6), 0, None)
     shade = dom.ambient + dom.light_gain * lambert / (1.0 + 0.08 * dist**2)
-    lin = albedo * tex[:, None] * shade[:, None]
+    lin = hits.albedo * tex[:, None] * shade[:, None]
     lin *= rng.uniform(*dom.exposure) * rng.uniform(0.92, 1.08, 3)  # exposure, white balance
     rgb = np.clip(lin, 0, 1) ** (1 / 2.2)
     rgb = rgb + rng.normal(0, noise, rgb.shape)
-    rgb8 = np.clip(np.rint(rgb * 255), 0, 255).astype(np.uint8).reshape(h, w, 3)
-
-    n_cam = n @ rot  # world -> camera: R^T n
-    facing = np.einsum("ij,ij->i", n, d) > 0
-    n_cam[facing] *= -1
-    n_cam /= np.linalg.norm(n_cam, axis=1, keepdims=True)
-    depth = t  # camera-frame ray z is 1, so the ray parameter is the depth
-    return (rgb8, cls.reshape(h, w), depth.reshape(h, w).astype(np.float32),
-            n_cam.reshape(h, w, 3).astype(np.float32), surface.reshape(h, w))
+    return np.clip(np.rint(rgb * 255), 0, 255).astype(np.uint8)
 
 
 def render_frame(seed: int, index: int, height: int, width: int,
