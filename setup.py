@@ -20,7 +20,8 @@ setup(
         (f"share/{PACKAGE}", ["package.xml"]),
         (f"share/{PACKAGE}/launch", glob("launch/*.py")),
         # found at run time by mbmt_ros.resources.share_file (pip, --user, colcon, checkout)
-        (f"share/{PACKAGE}/config", glob("config/*.yaml") + glob("config/*.rviz.template")),
+        (f"share/{PACKAGE}/config", glob("config/*.yaml") + glob("config/*.rviz.template")
+         + glob("config/*.xml")),
         (f"share/{PACKAGE}/config/train", glob("config/train/*.yaml")),
         (f"share/{PACKAGE}/scripts", ["scripts/ros_isolated"]),
     ],
@@ -33,8 +34,9 @@ setup(
         # TensorRT execution providers, and the CUDA runtime bindings the tensorrt backend
         # uses (cuda-bindings is what `cuda-python` installs; pinned directly because
         # cuda-python 13.4.4 requires cuda-bindings~=13.4.4, which conflicts with torch's
-        # cuda-bindings 13.5.0 pin). Replaces the `onnx` extra: do not install both.
-        "gpu": ["onnxruntime-gpu", "cuda-bindings"],
+        # cuda-bindings 13.5.0 pin; `cuda.bindings` exists from 12.6.1 on, older cuda-python
+        # only has `cuda.cudart`). Replaces the `onnx` extra: do not install both.
+        "gpu": ["onnxruntime-gpu", "cuda-bindings>=12.6.1"],
         # CPU / Intel GPU runtime (robots without an NVIDIA GPU): backend openvino.
         "openvino": ["openvino"],
         # The node's capture of uncertain frames (capture.enabled) on a robot without `train`.

@@ -1,22 +1,33 @@
-"""The perception node's own overhead, per frame, from stamps taken inside the node.
+"""The perception node's timing: its own overhead, end-to-end delivery to another process
+(with and without the shipped Fast DDS profile) and the throughput of its predict/publish
+overlap.
 
-For each model (``tiny``: ``config/train/model_tiny.yaml``; ``paper``: the paper's MBMT-Net,
-``config/train/nyuv2_mbmt.yaml``; random weights - timing does not depend on them) this
-exports a bundle at the camera size, starts the ``perception_node`` console script (its own
-process) and publishes camera-sized ``rgb8`` frames one at a time from a client process that
-subscribes to all five image outputs. The node stamps every frame (receipt, taken by the
-inference thread, converted, predict start / end, outputs built, last publish returned) and
-reports the p50/p99 of each segment over its last ``diagnostics_window`` frames in
-/diagnostics; the window is set to the number of measured frames, so the figures cover
-exactly those frames. **Overhead** = (receipt -> last publish - predict) / predict, per
-frame, p50 and p99: both terms come from the same frames in the same process, so load from
-other processes on a shared machine affects both alike. The client's end-to-end time
-(publish -> all five outputs received, another process, DDS both ways) is kept beside it.
+Three measurements, each with the ``perception_node`` console script in its own process and
+a client process that publishes camera-sized ``rgb8`` frames (stamped with the wall clock)
+and subscribes to the node's outputs:
 
-DDS must stay on loopback, so this refuses to run outside ``scripts/ros_isolated``::
+- **delivery** (``tiny``: ``config/train/model_tiny.yaml``; ``paper``: the paper's MBMT-Net,
+  ``config/train/nyuv2_mbmt.yaml``; random weights - timing does not depend on them): one
+  frame at a time, ``--frames`` frames, at each ``--sizes`` (the bundle is exported at that
+  size), with the raw outputs (``~/segmentation``, ``~/depth``, ``~/normals``) and with every
+  output (the colour images and ``~/points``), with the node started as the launch file
+  starts it (the shipped profile, :func:`mbmt_ros.dds_profile.node_transport_env`) and
+  without it. The node stamps each frame (receipt, taken, converted, predict start / end,
+  built, last publish) and reports p50/p99 over exactly the measured frames
+  (``diagnostics_window`` = frames); **overhead** = receipt -> last publish - predict per
+  frame, in ms and percent. **End-to-end** = the client's publish -> the last subscribed
+  output received (another process, DDS both ways): p50, p99, max, against predict.
+- **overlap**: a camera faster than the backend (``--camera-factor`` x 1000/P Hz) for
+  ``--overlap-seconds``, every output subscribed: frames per second the client receives,
+  against 1000/P; with a test double that sleeps to a fixed predict time P (``--sleep-ms``,
+  the real tiny predictor inside) and with ONNX Runtime (tiny model, P = its predict p50).
 
-    scripts/ros_isolated .venv/bin/python benchmarks/node_latency.py            # tiny + paper, CPU
-    scripts/ros_isolated .venv/bin/python benchmarks/node_latency.py --device cuda --backend auto
+A run refuses to start when the 1-minute load average is above ``--max-load`` (1.0): the
+figures are for an idle machine; the load is recorded before and after. DDS must stay on
+loopback, so this refuses to run outside ``scripts/ros_isolated``::
+
+    scripts/ros_isolated .venv/bin/python benchmarks/node_latency.py            # everything, ~10 min
+    scripts/ros_isolated .venv/bin/python benchmarks/node_latency.py --smoke --ignore-load --json /tmp/n.json --no-docs
     .venv/bin/python benchmarks/node_latency.py --render     # docs from the committed JSON only
 
 The raw figures (with the command and the git commit) go to
@@ -29,7 +40,6 @@ import argparse
 import json
 import os
 import platform
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -46,6 +56,9 @@ from provenance import cpu_model, git  # noqa: E402
 
 BIN = Path(sys.executable).parent
 IMAGE_TOPICS = ("segmentation", "segmentation/color", "depth", "normals", "normals/color")
+RAW_TOPICS = ("segmentation", "depth", "normals")
+ALL_TOPICS = (*IMAGE_TOPICS, "points")
+OUTPUT_SETS = {"raw": RAW_TOPICS, "all": ALL_TOPICS}
 MODELS = {"tiny": ROOT / "config" / "train" / "model_tiny.yaml",
           "paper": ROOT / "config" / "train" / "nyuv2_mbmt.yaml"}
 LABELS = {"tiny": "tiny (`model_tiny.yaml`, 3x `test_efficientnet`)",
@@ -71,23 +84,28 @@ def export_random_bundle(config: Path, size: tuple[int, int], out: Path) -> Path
 
 
 class Client:
-    """Publishes frames and records when each stamp has arrived on every output."""
+    """Publishes frames (and camera_info) and records when each stamp has arrived on every
+    subscribed output (wall clock, the stamps' clock)."""
 
-    def __init__(self) -> None:
+    def __init__(self, topics: tuple[str, ...]) -> None:
         import rclpy
         from diagnostic_msgs.msg import DiagnosticArray
         from rclpy.executors import SingleThreadedExecutor
-        from sensor_msgs.msg import Image
+        from rclpy.qos import QoSProfile, ReliabilityPolicy
+        from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 
         rclpy.init()
+        self.topics = topics
         self.node = rclpy.create_node("node_latency_client")
         self.pub = self.node.create_publisher(Image, "/camera/image_raw", 10)
+        self.info_pub = self.node.create_publisher(CameraInfo, "/camera/camera_info", 10)
         self.lock = threading.Lock()
         self.arrivals: dict[int, dict[str, float]] = {}
         self.diagnostics: dict[str, str] = {}
-        for topic in IMAGE_TOPICS:
-            self.node.create_subscription(Image, f"/perception_node/{topic}",
-                                          lambda m, t=topic: self._on_output(t, m), 10)
+        qos = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)  # as rviz subscribes
+        self.subs = [self.node.create_subscription(
+            PointCloud2 if topic == "points" else Image, f"/perception_node/{topic}",
+            lambda m, t=topic: self._on_output(t, m), qos) for topic in topics]
         self.node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diag, 10)
         self.executor = SingleThreadedExecutor()
         self.executor.add_node(self.node)
@@ -95,9 +113,10 @@ class Client:
         self.thread.start()
 
     def _on_output(self, topic: str, msg: Any) -> None:
+        now = time.time()
         key = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
         with self.lock:
-            self.arrivals.setdefault(key, {})[topic] = time.time()
+            self.arrivals.setdefault(key, {})[topic] = now
 
     def _on_diag(self, msg: Any) -> None:
         for status in msg.status:
@@ -112,11 +131,20 @@ class Client:
     def complete(self, key: int) -> float | None:
         with self.lock:
             got = self.arrivals.get(key, {})
-            return max(got.values()) if len(got) == len(IMAGE_TOPICS) else None
+            return max(got.values()) if len(got) == len(self.topics) else None
 
-    def publish(self, msg: Any) -> int:
+    def completed(self) -> list[tuple[int, float]]:
+        """(stamp ns, arrival of its last output) of every frame with all outputs in."""
+        with self.lock:
+            return sorted((k, max(v.values())) for k, v in self.arrivals.items()
+                          if len(v) == len(self.topics))
+
+    def publish(self, msg: Any, info: Any = None) -> int:
         now = time.time_ns()
         msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(now, 1_000_000_000)
+        if info is not None:
+            info.header.stamp = msg.header.stamp
+            self.info_pub.publish(info)
         self.pub.publish(msg)
         return now
 
@@ -133,57 +161,176 @@ def _wait(condition: Any, timeout: float, what: str, proc: subprocess.Popen, log
     while not (value := condition()):
         if time.monotonic() > deadline or proc.poll() is not None:
             log.seek(0)
-            raise RuntimeError(f"{what} (node log:)\n{log.read()[-3000:]}")
+            raise RuntimeError(f"{what} (node log:)\\n{log.read()[-3000:]}")
         time.sleep(0.002)
     return value
 
 
-def measure_node(bundle: Path, backend: str, precision: str, device: str, image: np.ndarray,
-                 frames: int, num_threads: int) -> dict[str, Any]:
-    """Start the node, send ``frames`` frames one at a time; the node's timing of exactly
-    those frames (its /diagnostics) and the client's end-to-end times."""
-    from mbmt_ros.ros.image_conversions import numpy_to_image
+def _camera_info(size: tuple[int, int]) -> Any:
+    from sensor_msgs.msg import CameraInfo
 
-    log = tempfile.TemporaryFile(mode="w+")
-    params = {"bundle": bundle, "backend": backend, "precision": precision, "device": device,
-              "num_threads": num_threads, "qos.input": "reliable", "diagnostics_period": 0.3,
-              "diagnostics_window": frames}
-    proc = subprocess.Popen(
-        [str(BIN / "perception_node"), "--ros-args", "-r", "image:=/camera/image_raw",
-         *[a for k, v in params.items() for a in ("-p", f"{k}:={v}")]],
-        stdout=subprocess.DEVNULL, stderr=log)
-    client = Client()
-    msg = numpy_to_image(image, "rgb8")
-    try:
-        sent = [client.publish(msg)]
+    h, w = size
+    info = CameraInfo(width=w, height=h)
+    info.k = [0.8 * w, 0.0, w / 2, 0.0, 0.8 * w, h / 2, 0.0, 0.0, 1.0]
+    return info
+
+
+class NodeRun:
+    """The node in its own process (the console script, or the fixed-latency double with
+    ``sleep_ms``) and a :class:`Client`, ready once every output has arrived once."""
+
+    def __init__(self, bundle: Path, opts: argparse.Namespace, topics: tuple[str, ...],
+                 env: dict[str, str], image: np.ndarray, window: int,
+                 sleep_ms: float | None = None) -> None:
+        from mbmt_ros.ros.image_messages import numpy_to_image
+
+        self.log = tempfile.TemporaryFile(mode="w+")
+        params = {"bundle": bundle, "backend": opts.backend, "precision": opts.precision,
+                  "device": opts.device, "num_threads": opts.num_threads,
+                  "qos.input": "reliable", "diagnostics_period": 0.3,
+                  "diagnostics_window": window, "pointcloud": "points" in topics}
+        ros_args = ["--ros-args", "-r", "image:=/camera/image_raw",
+                    "-r", "camera_info:=/camera/camera_info",
+                    *[a for k, v in params.items() for a in ("-p", f"{k}:={v}")]]
+        cmd = ([sys.executable, __file__, "--sleeping-node", str(sleep_ms), *ros_args]
+               if sleep_ms is not None else [str(BIN / "perception_node"), *ros_args])
+        from mbmt_ros.dds_profile import PROFILE_ENV
+
+        base = {k: v for k, v in os.environ.items() if k not in PROFILE_ENV}  # only `env`'s
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=self.log,
+                                     env={**base, **env})
+        self.client = Client(topics)
+        self.msg = numpy_to_image(image, "rgb8")
+        self.info = _camera_info(image.shape[:2]) if "points" in topics else None
+        sent = [self.client.publish(self.msg, self.info)]
 
         def up() -> bool:  # the node is configured, warmed up and matched with every output
-            if any(client.complete(k) for k in sent):
+            if any(self.client.complete(k) for k in sent):
                 return True
             if time.time_ns() - sent[-1] > 500_000_000:
-                sent.append(client.publish(msg))
+                sent.append(self.client.publish(self.msg, self.info))
             return False
 
-        _wait(up, 300, "the perception node did not come up", proc, log)
-        for _ in range(2):  # warm-up frames, one at a time
-            key = client.publish(msg)
-            _wait(lambda key=key: client.complete(key), 120, "no outputs", proc, log)
+        try:
+            self.wait(up, 300, "the perception node did not come up")
+            for _ in range(2):  # warm-up frames, one at a time
+                self.one_frame()
+        except BaseException:
+            self.close()
+            raise
+
+    def wait(self, condition: Any, timeout: float, what: str) -> Any:
+        return _wait(condition, timeout, what, self.proc, self.log)
+
+    def one_frame(self) -> float:
+        """Publish a frame, wait for all its outputs; end-to-end milliseconds."""
+        key = self.client.publish(self.msg, self.info)
+        done = self.wait(lambda: self.client.complete(key), 120, "no outputs")
+        return 1e3 * (done - key / 1e9)
+
+    def close(self) -> None:
+        self.client.close()
+        self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+def measure_delivery(bundle: Path, opts: argparse.Namespace, image: np.ndarray,
+                     topics: tuple[str, ...], env: dict[str, str]) -> dict[str, Any]:
+    """``opts.frames`` frames one at a time: the node's timing of exactly those frames (its
+    /diagnostics) and the client's end-to-end times."""
+    run = NodeRun(bundle, opts, topics, env, image, opts.frames)
+    try:
         time.sleep(0.5)
-        before = int(_wait(client.diag, 10, "no /diagnostics", proc, log)["processed_frames"])
-        e2e = []
-        for _ in range(frames):
-            key = client.publish(msg)
-            done = _wait(lambda key=key: client.complete(key), 120, "no outputs", proc, log)
-            e2e.append(1e3 * (done - key / 1e9))
-        diag = _wait(lambda: (d := client.diag()) and int(d["processed_frames"]) >= before + frames
-                     and d, 10, "no /diagnostics after the frames", proc, log)
+        before = int(run.wait(run.client.diag, 10, "no /diagnostics")["processed_frames"])
+        e2e = [run.one_frame() for _ in range(opts.frames)]
+        diag = run.wait(lambda: (d := run.client.diag())
+                        and int(d["processed_frames"]) >= before + opts.frames and d,
+                        10, "no /diagnostics after the frames")
     finally:
-        client.close()
-        proc.terminate()
-        proc.wait(10)
-    if int(diag["processed_frames"]) != before + frames or int(diag["timing_frames"]) != frames:
+        run.close()
+    if int(diag["processed_frames"]) != before + opts.frames or int(diag["timing_frames"]) != opts.frames:
         raise RuntimeError(f"the node processed other frames than the measured ones: {diag}")
     return {"diagnostics": diag, "e2e_ms": e2e}
+
+
+def measure_overlap(bundle: Path, opts: argparse.Namespace, image: np.ndarray,
+                    env: dict[str, str], sleep_ms: float | None) -> dict[str, Any]:
+    """A camera at ``opts.camera_factor`` x the backend's rate for ``opts.overlap_seconds``,
+    every output subscribed: the rate of complete frames at the client against 1000/P."""
+    run = NodeRun(bundle, opts, ALL_TOPICS, env, image, 1000, sleep_ms)
+    try:
+        predict_ms = sleep_ms
+        if predict_ms is None:  # the real backend: its predict time from a few frames
+            for _ in range(5):
+                run.one_frame()
+            time.sleep(0.5)
+            predict_ms = float(run.wait(run.client.diag, 10, "no /diagnostics")["predict_p50_ms"])
+        rate = opts.camera_factor * 1000.0 / predict_ms
+        start = time.monotonic()
+        first_ns = time.time_ns()
+        i = 0
+        while time.monotonic() < start + opts.overlap_seconds:
+            run.client.publish(run.msg, run.info)
+            i += 1
+            time.sleep(max(0.0, start + i / rate - time.monotonic()))
+        time.sleep(1.0)
+        done = [arrival for stamp, arrival in run.client.completed() if stamp >= first_ns]
+        diag = run.client.diag()
+    finally:
+        run.close()
+    throughput = (len(done) - 1) / (done[-1] - done[0]) if len(done) > 2 else float("nan")
+    return {"backend": "sleep" if sleep_ms is not None else diag.get("backend", opts.backend),
+            "predict_ms": predict_ms, "camera_hz": rate, "published": i,
+            "frames_complete": len(done), "throughput_hz": throughput,
+            "ideal_hz": 1000.0 / predict_ms, "ratio": throughput * predict_ms / 1000.0,
+            "diagnostics": diag}
+
+
+def run_sleeping_node(sleep_ms: float, ros_args: list[str]) -> int:
+    """The perception node with a backend of fixed latency: the real predictor, sleeping to
+    ``sleep_ms`` per predict (a test double for the overlap curve)."""
+    import rclpy
+    from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+
+    from mbmt_ros.ros.perception_node import PerceptionNode
+    from mbmt_ros.runtime import open_predictor
+
+    class FixedLatency:
+        def __init__(self, inner: Any) -> None:
+            self._inner = inner
+            for name in ("backend", "precision", "tasks", "device", "bundle", "class_names", "palette"):
+                setattr(self, name, getattr(inner, name))
+
+        def predict(self, image: np.ndarray) -> Any:
+            start = time.monotonic()
+            out = self._inner.predict(image)
+            time.sleep(max(0.0, sleep_ms / 1e3 - (time.monotonic() - start)))
+            return out
+
+        def close(self) -> None:
+            self._inner.close()
+
+    def factory(bundle: str, backend: str, precision: str, device: str, **options: Any) -> Any:
+        return FixedLatency(open_predictor(bundle, backend=backend, precision=precision,
+                                           device=device, **options))
+
+    rclpy.init(args=["sleeping_node", *ros_args])
+    node = PerceptionNode(predictor_factory=factory)
+    try:
+        executor = SingleThreadedExecutor()
+        executor.add_node(node)
+        if not node.autostart():
+            return 1
+        executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        node.destroy_node()
+        rclpy.try_shutdown()
+    return 0
 
 
 def machine() -> dict[str, Any]:
@@ -191,6 +338,7 @@ def machine() -> dict[str, Any]:
 
     return {"cpu": cpu_model() or platform.machine(), "cpu_count": os.cpu_count(), "os": platform.platform(),
             "python": platform.python_version(), "onnxruntime": onnxruntime.__version__,
+            "rmw_implementation": os.environ.get("RMW_IMPLEMENTATION"),
             "load_avg_1min_start": round(os.getloadavg()[0], 2)}
 
 
@@ -203,43 +351,91 @@ def _pair(diag: dict[str, str], name: str, unit: str = "ms") -> str:
     return f"{_f(diag, f'{name}_p50_{unit}'):.1f} / {_f(diag, f'{name}_p99_{unit}'):.1f}"
 
 
+def _e2e(r: dict[str, Any]) -> dict[str, float]:
+    e2e = np.asarray(r["e2e_ms"], dtype=float)
+    return {"p50": float(np.percentile(e2e, 50)), "p99": float(np.percentile(e2e, 99)),
+            "max": float(e2e.max())}
+
+
+def _case(r: dict[str, Any], st: dict[str, Any]) -> tuple[str, str, str]:
+    """(size, outputs, profile) of a result; runs before issue 18 lack the keys: their
+    defaults (the run's size, the five image outputs, no profile)."""
+    size = r.get("size") or st["size"]
+    outputs = {"raw": "raw (3)", "all": "all (5 + cloud)"}.get(r.get("outputs", ""), "5 images")
+    return f"{size[0]}x{size[1]}", outputs, r.get("profile", "none")
+
+
 def render(data: dict[str, Any]) -> dict[str, str]:
-    """The Markdown blocks of docs/benchmarks.md (full table) and docs/node.md (summary)."""
+    """The Markdown blocks of docs/benchmarks.md (full tables) and docs/node.md (summary)."""
     m, st = data["machine"], data["settings"]
+    start_load, end_load = m["load_avg_1min_start"], m.get("load_avg_1min_end", "?")
+    idle = isinstance(start_load, (int, float)) and start_load <= 1.0
+    where = ("an idle machine" if idle else
+             "**a shared machine under load** (other jobs ran on the same cores: absolute "
+             "times are pessimistic and noisy; the overhead compares figures of the same frames)")
     caption = (
         f"Measured {data['date_utc']} by `benchmarks/node_latency.py` at commit "
         f"`{data['git_commit'][:12]}`{' (uncommitted changes)' if data.get('git_dirty') else ''}: "
         f"`{data['command']}`. {m['cpu']}, {m['cpu_count']} logical CPUs, node device `{st['device']}`; Python "
-        f"{m['python']}, ONNX Runtime {m['onnxruntime']}. **A shared machine under load** "
-        f"(1-minute load average {m['load_avg_1min_start']} at the start, "
-        f"{m.get('load_avg_1min_end', '?')} at the end; other jobs ran on the same cores), a "
-        f"small budget ({st['frames']} frames per model, one in flight at a time, "
-        f"{st['size'][0]}x{st['size'][1]} `rgb8`, random weights): absolute times are "
-        "pessimistic and noisy; the overhead compares figures of the same frames.")
-    head = ("| model | backend, device, precision | predict p50 / p99 (ms) | receipt -> last "
-            "publish p50 / p99 (ms) | queue | convert | build outputs | publish | **overhead "
-            "p50 / p99** | end-to-end p50 (ms) |\n|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+        f"{m['python']}, ONNX Runtime {m['onnxruntime']}; {where}: 1-minute load average "
+        f"{start_load} at the start, {end_load} at the end. {st['frames']} frames per row, one "
+        "in flight at a time, `rgb8` at the bundle's size, random weights.")
+    head = ("| model | size | outputs | DDS profile | backend, device, precision | predict p50 / p99 (ms) | "
+            "**node overhead p50 / p99 (ms)** | overhead p50 / p99 (%) | queue | convert | build | publish | "
+            "**end-to-end p50 / p99 / max (ms)** | e2e p99 - predict p99 (ms) |\n"
+            "|---|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     rows, lines = [], []
     for r in data["results"]:
-        d = r["diagnostics"]
+        d, e = r["diagnostics"], _e2e(r)
+        size, outputs, profile = _case(r, st)
         run = f"{d['backend']}, {d['device']}, {d['precision']}"
-        over = f"{_f(d, 'overhead_p50_pct'):+.1f} % / {_f(d, 'overhead_p99_pct'):+.1f} %"
-        rows.append(f"| {LABELS.get(r['model'], r['model'])} | {run} | {_pair(d, 'predict')} | "
-                    f"{_pair(d, 'total')} | {_f(d, 'queue_p50_ms'):.1f} | {_f(d, 'convert_p50_ms'):.1f} | "
-                    f"{_f(d, 'build_p50_ms'):.1f} | {_f(d, 'publish_p50_ms'):.1f} | **{over}** | "
-                    f"{statistics.median(r['e2e_ms']):.1f} |")
-        lines.append(f"- {LABELS.get(r['model'], r['model'])}, {run}: the node adds "
-                     f"**{_f(d, 'overhead_p50_pct'):.1f} %** (p50; p99 "
-                     f"{_f(d, 'overhead_p99_pct'):.1f} %) to a predict of "
-                     f"{_f(d, 'predict_p50_ms'):.1f} ms (p50).")
+        over = (f"{_f(d, 'overhead_p50_ms'):.1f} / {_f(d, 'overhead_p99_ms'):.1f}"
+                if "overhead_p50_ms" in d else "-")
+        late = e["p99"] - _f(d, "predict_p99_ms")
+        rows.append(f"| {LABELS.get(r['model'], r['model'])} | {size} | {outputs} | {profile} | {run} | "
+                    f"{_pair(d, 'predict')} | **{over}** | {_pair(d, 'overhead', 'pct')} | "
+                    f"{_f(d, 'queue_p50_ms'):.1f} | {_f(d, 'convert_p50_ms'):.1f} | "
+                    f"{_f(d, 'build_p50_ms'):.1f} | {_f(d, 'publish_p50_ms'):.1f} | "
+                    f"**{e['p50']:.1f} / {e['p99']:.1f} / {e['max']:.1f}** | {late:+.1f} |")
+        over_text = (f"{_f(d, 'overhead_p50_ms'):.1f} ms" if "overhead_p50_ms" in d
+                     else f"{_f(d, 'overhead_p50_pct'):.1f} %")
+        lines.append(f"- {LABELS.get(r['model'], r['model'])}, {size}, {outputs}, DDS profile "
+                     f"{profile}, {run}: the node adds **{over_text}** (p50; "
+                     f"{_f(d, 'overhead_p50_pct'):.1f} %) to a predict of "
+                     f"{_f(d, 'predict_p50_ms'):.1f} ms (p50); end-to-end from another process "
+                     f"p50 {e['p50']:.1f}, p99 {e['p99']:.1f}, max {e['max']:.1f} ms.")
     note = ("Segments (p50, ms) are the node's own stamps: queue = receipt -> taken by the "
-            "inference thread, convert = to RGB, build outputs = the five messages incl. colour "
-            "images, publish = until the last `publish` returned. End-to-end = the client's "
-            "publish -> all five outputs received (another process; DDS both ways).")
-    table = "\n".join([caption, "", head, *rows, "", note])
+            "inference thread, convert = to RGB, build = predict end -> outputs built (in the "
+            "publish thread, including any wait for it), publish = until the last `publish` "
+            "returned; node overhead = receipt -> last publish - predict, per frame. "
+            "End-to-end = the client's publish -> the last subscribed output received (another "
+            "process; DDS both ways). DDS profile: `shipped` = the node started as the launch "
+            "file starts it (`config/fastdds_profile.xml`), `none` = Fast DDS defaults.")
+    blocks = [caption, "", head, *rows, "", note]
+    overlap = data.get("overlap") or []
+    if "overlap" not in data:  # a run from before the shipped profile and the publish thread
+        blocks += ["", "This run predates the shipped DDS profile and the publish thread "
+                   "(issue 18): its end-to-end p99 of seconds is the Fast DDS stall the "
+                   "profile removes; re-run the script for current figures."]
+    if overlap:
+        blocks += ["", "Overlap (frame N-1 published while frame N is predicted): a camera at "
+                   f"{st.get('camera_factor', '?')}x the backend's rate for "
+                   f"{st.get('overlap_seconds', '?')} s, every output subscribed, "
+                   f"{st.get('overlap_size', st['size'])[0]}x{st.get('overlap_size', st['size'])[1]}; "
+                   "`sleep` = the tiny model's predictor sleeping to a fixed predict time P.", "",
+                   "| backend | predict P (ms) | camera (Hz) | frames received (Hz) | 1000/P (Hz) | ratio |",
+                   "|---|---:|---:|---:|---:|---:|"]
+        blocks += [f"| {o['backend']} | {o['predict_ms']:.1f} | {o['camera_hz']:.1f} | "
+                   f"{o['throughput_hz']:.2f} | {o['ideal_hz']:.2f} | **{o['ratio']:.2f}** |"
+                   for o in overlap]
+        lines.append("- Overlap: with a camera faster than the backend the node delivers "
+                     + ", ".join(f"{o['ratio']:.2f}" for o in overlap)
+                     + " x 1000/P frames per second (P = "
+                     + ", ".join(f"{o['predict_ms']:.0f}" for o in overlap) + " ms).")
+    table = "\n".join(blocks)
     summary = "\n".join([f"Measured by `benchmarks/node_latency.py` ({data['date_utc']}, commit "
-                         f"`{data['git_commit'][:12]}`, a shared loaded {m['cpu_count']}-CPU "
-                         f"machine, {st['size'][0]}x{st['size'][1]}; table and method in "
+                         f"`{data['git_commit'][:12]}`, {m['cpu_count']} CPUs, 1-minute load "
+                         f"{start_load} -> {end_load}; tables and method in "
                          "[benchmarks.md](benchmarks.md#node)):", "", *lines])
     return {"benchmarks": table, "node": summary}
 
@@ -256,17 +452,39 @@ def write_docs(data: dict[str, Any]) -> None:
         atomic_write_text(path, f"{head}{BEGIN}\n{blocks[key]}\n{END}{rest.split(END, 1)[1]}")
 
 
+def _size(text: str) -> tuple[int, int]:
+    h, w = text.lower().split("x")
+    return int(h), int(w)
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["--sleeping-node"]:  # the node with the fixed-latency double (a subprocess)
+        return run_sleeping_node(float(argv[1]), argv[2:])
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--models", nargs="+", choices=sorted(MODELS), default=["tiny", "paper"])
-    parser.add_argument("--bundle", type=Path, help="measure this bundle instead (model 'bundle')")
-    parser.add_argument("--size", type=int, nargs=2, default=(288, 384), metavar=("H", "W"),
-                        help="camera image size, also the export size (default 288 384)")
+    parser.add_argument("--models", nargs="+", choices=sorted(MODELS), default=["tiny", "paper"],
+                        help="tiny: every size, output set and profile; paper: the first size, "
+                             "the shipped profile (its predict is slow)")
+    parser.add_argument("--sizes", nargs="+", type=_size, default=[(288, 384), (480, 640)],
+                        metavar="HxW", help="camera = export sizes (default 288x384 480x640)")
+    parser.add_argument("--outputs", nargs="+", choices=sorted(OUTPUT_SETS), default=["raw", "all"])
+    parser.add_argument("--profiles", nargs="+", choices=("shipped", "none"),
+                        default=["shipped", "none"], help="the node's DDS profile")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--backend", default="onnxruntime")
     parser.add_argument("--precision", default="fp32")
     parser.add_argument("--num-threads", type=int, default=0, help="node num_threads (0: default)")
-    parser.add_argument("--frames", type=int, default=20, help="measured frames per model (default 20)")
+    parser.add_argument("--frames", type=int, default=200, help="measured frames per row (default 200)")
+    parser.add_argument("--sleep-ms", type=float, nargs="*", default=[25.0, 50.0, 100.0, 200.0],
+                        help="fixed predict times of the overlap curve (default 25 50 100 200)")
+    parser.add_argument("--overlap-seconds", type=float, default=10.0)
+    parser.add_argument("--camera-factor", type=float, default=2.0,
+                        help="camera rate of the overlap runs, x 1000/P (default 2)")
+    parser.add_argument("--smoke", action="store_true",
+                        help="a quick check that everything runs: tiny, 96x128, 10 frames, one P, 3 s")
+    parser.add_argument("--max-load", type=float, default=1.0,
+                        help="refuse to start above this 1-minute load average (default 1.0)")
+    parser.add_argument("--ignore-load", action="store_true", help="start whatever the load")
     parser.add_argument("--json", type=Path, default=RESULTS)
     parser.add_argument("--no-docs", action="store_true", help="do not touch the docs")
     parser.add_argument("--render", action="store_true",
@@ -277,39 +495,68 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if os.environ.get("MBMT_NETNS") != "1":
         parser.error("run inside scripts/ros_isolated so that DDS stays on loopback")
+    if args.smoke:
+        args.models, args.sizes, args.frames = ["tiny"], [(96, 128)], 10
+        args.sleep_ms, args.overlap_seconds = [50.0], 3.0
     if args.frames < 10:
         parser.error("--frames must be at least 10 (the node's smallest diagnostics_window)")
+    load = os.getloadavg()[0]
+    if load > args.max_load and not args.ignore_load:
+        parser.error(f"the 1-minute load average is {load:.2f} (> {args.max_load}): these figures "
+                     "are for an idle machine; wait, or pass --ignore-load for a smoke run")
 
+    from mbmt_ros.dds_profile import node_transport_env
+
+    envs = {"shipped": node_transport_env({}, "").env, "none": {}}
     data: dict[str, Any] = {
-        "command": " ".join(["scripts/ros_isolated .venv/bin/python benchmarks/node_latency.py",
-                             *(argv if argv is not None else sys.argv[1:])]),
+        "command": " ".join(["scripts/ros_isolated .venv/bin/python benchmarks/node_latency.py", *argv]),
         "git_commit": git("rev-parse", "HEAD"), "git_dirty": bool(git("status", "--porcelain")),
         "date_utc": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "machine": machine(),
-        "settings": {"size": list(args.size), "frames": args.frames, "backend": args.backend,
-                     "device": args.device, "precision": args.precision,
-                     "num_threads": args.num_threads},
-        "results": []}
-    image = np.random.default_rng(0).integers(0, 256, (*args.size, 3), dtype=np.uint8)
+        "settings": {"size": list(args.sizes[0]), "sizes": [list(s) for s in args.sizes],
+                     "frames": args.frames, "backend": args.backend, "device": args.device,
+                     "precision": args.precision, "num_threads": args.num_threads,
+                     "camera_factor": args.camera_factor, "overlap_seconds": args.overlap_seconds,
+                     "overlap_size": list(args.sizes[0])},
+        "results": [], "overlap": []}
     with tempfile.TemporaryDirectory() as tmp:
-        jobs = {"bundle": args.bundle} if args.bundle else {
-            m: None for m in args.models}
-        for model, bundle in jobs.items():
+        bundles: dict[tuple[str, tuple[int, int]], Path] = {}
+
+        def bundle_of(model: str, size: tuple[int, int]) -> Path:
+            if (model, size) not in bundles:
+                bundles[model, size] = export_random_bundle(
+                    MODELS[model], size, Path(tmp) / f"{model}_{size[0]}x{size[1]}")
+            return bundles[model, size]
+
+        cases = [(m, s, o, pr) for m in args.models
+                 for s in (args.sizes if m == "tiny" else args.sizes[:1])
+                 for o in args.outputs
+                 for pr in (args.profiles if m == "tiny" else args.profiles[:1])]
+        for model, size, outputs, profile in cases:
             started = time.monotonic()
-            bundle = bundle or export_random_bundle(MODELS[model], tuple(args.size), Path(tmp) / model)
-            result = measure_node(bundle, args.backend, args.precision, args.device, image,
-                                  args.frames, args.num_threads)
-            data["results"].append({"model": model, "config": str(MODELS.get(model, bundle)),
+            image = np.random.default_rng(0).integers(0, 256, (*size, 3), dtype=np.uint8)
+            result = measure_delivery(bundle_of(model, size), args, image, OUTPUT_SETS[outputs],
+                                      envs[profile])
+            data["results"].append({"model": model, "config": str(MODELS[model]),
+                                    "size": list(size), "outputs": outputs, "profile": profile,
                                     **result, "wall_s": round(time.monotonic() - started, 1)})
-            d = result["diagnostics"]
-            print(f"{model}: predict p50 {d['predict_p50_ms']} ms, total p50 {d['total_p50_ms']} ms, "
-                  f"overhead p50 {d['overhead_p50_pct']} % p99 {d['overhead_p99_pct']} %", flush=True)
+            d, e = result["diagnostics"], _e2e(result)
+            print(f"{model} {size} {outputs} {profile}: predict p50 {d['predict_p50_ms']} ms, "
+                  f"overhead p50 {d.get('overhead_p50_ms')} ms, e2e p50/p99/max "
+                  f"{e['p50']:.1f}/{e['p99']:.1f}/{e['max']:.1f} ms", flush=True)
+        size = args.sizes[0]
+        image = np.random.default_rng(0).integers(0, 256, (*size, 3), dtype=np.uint8)
+        for sleep_ms in [*args.sleep_ms, None]:
+            result = measure_overlap(bundle_of("tiny", size), args, image, envs["shipped"], sleep_ms)
+            data["overlap"].append(result)
+            print(f"overlap {result['backend']} P {result['predict_ms']:.1f} ms: "
+                  f"{result['throughput_hz']:.2f} Hz of {result['ideal_hz']:.2f}", flush=True)
     data["machine"]["load_avg_1min_end"] = round(os.getloadavg()[0], 2)
     from mbmt_ros.io import atomic_write_json
 
     args.json.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_json(args.json, data)
     print(render(data)["benchmarks"])
-    if not args.no_docs and not args.bundle:
+    if not args.no_docs and args.json.resolve() == RESULTS.resolve():
         write_docs(data)
     return 0
 

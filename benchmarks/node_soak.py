@@ -12,12 +12,21 @@ warm-up, at the end, the growth and the slope after warm-up (goal: none beyond w
 
 DDS must stay on loopback, so the script re-runs itself inside ``scripts/ros_isolated``::
 
-    scripts/ros_isolated .venv/bin/python benchmarks/node_soak.py --minutes 10 --rate 30 \\
-        --export config/train/model_tiny.yaml --size 288 384
+    scripts/ros_isolated .venv/bin/python benchmarks/node_soak.py --minutes 30 --rate 10 \\
+        --export config/train/model_tiny.yaml --size 288 384 --pointcloud
+    # where memory grows: tracemalloc snapshots of the node, diffed (slower node)
+    scripts/ros_isolated .venv/bin/python benchmarks/node_soak.py --minutes 10 --rate 10 \\
+        --export config/train/model_tiny.yaml --pointcloud --tracemalloc 60 --json /tmp/soak.json --no-docs
     .venv/bin/python benchmarks/node_soak.py --render    # the doc from the committed JSON only
 
 ``--export CONFIG`` exports a random-weight model of CONFIG's ``model:`` section (timing
 and memory do not depend on the weights); ``--bundle DIR`` uses an exported bundle.
+``--pointcloud`` also turns on ``~/points`` (this process then publishes camera_info) and
+subscribes to it: every output. The memory verdict uses the least-squares slope of the RSS
+samples after warm-up with its 95 % confidence interval (:func:`slope_ci`). ``--tracemalloc
+S`` runs the node under ``tracemalloc`` with a snapshot every S seconds and stores the
+source lines whose allocations grew most from the first snapshot after warm-up to the last
+(``tracemalloc_top`` in the JSON): where to look when the slope is not flat.
 
 The raw figures go to ``benchmarks/results/node_soak.json`` (written atomically) with their
 provenance: the command, the git commit (and whether the tree had uncommitted changes), the
@@ -59,9 +68,29 @@ MARK_START, MARK_END = "<!-- soak:start -->", "<!-- soak:end -->"
 NODE_PARAMETERS = ("backend", "device", "precision", "num_threads", "qos.input",
                    "qos.input_depth", "qos.output", "qos.output_depth", "diagnostics_period")
 #: Memory after warm-up counts as flat when it grows by at most this much (MiB) and its
-#: least-squares slope is at most this much (MiB/min) - a Python process's allocator moves
-#: its RSS by about a MiB either way.
-FLAT_GROWTH_MIB, FLAT_SLOPE_MIB_PER_MIN = 2.0, 0.5
+#: least-squares slope, with its 95 % confidence interval, stays within this much (MiB/min)
+#: - a Python process's allocator moves its RSS by about a MiB either way.
+FLAT_GROWTH_MIB, FLAT_SLOPE_MIB_PER_MIN = 2.0, 0.05
+#: Student t 97.5 % quantiles by degrees of freedom (>= 30: the normal 1.96 is close enough).
+_T975 = {1: 12.71, 2: 4.30, 3: 3.18, 4: 2.78, 5: 2.57, 6: 2.45, 7: 2.36, 8: 2.31, 9: 2.26,
+         10: 2.23, 12: 2.18, 15: 2.13, 20: 2.09, 25: 2.06}
+
+
+def slope_ci(samples: list, warmup_s: float) -> dict[str, float]:
+    """Least-squares slope (MiB/min) of the RSS ``samples`` ``[s, MiB, load]`` after
+    ``warmup_s`` and the half-width of its 95 % confidence interval (ordinary least squares:
+    consecutive samples are correlated, so the interval is if anything too narrow)."""
+    pts = np.array([(s, r) for s, r, *_ in samples if s >= warmup_s and np.isfinite(r)], float)
+    if len(pts) < 3:
+        return {"slope": float("nan"), "ci95": float("nan"), "n": int(len(pts))}
+    x, y = pts[:, 0] / 60.0, pts[:, 1]
+    slope, intercept = np.polyfit(x, y, 1)
+    resid = y - (slope * x + intercept)
+    df = len(pts) - 2
+    sxx = float(((x - x.mean()) ** 2).sum())
+    se = float(np.sqrt((resid ** 2).sum() / df / sxx)) if sxx > 0 else float("nan")
+    t = next((v for k, v in sorted(_T975.items(), reverse=True) if df >= k), 12.71) if df < 30 else 1.96
+    return {"slope": float(slope), "ci95": t * se, "n": int(len(pts))}
 
 
 def rss_mb(pid: int) -> float:
@@ -84,18 +113,20 @@ def cdr_stamp_ns(data: bytes) -> int:
 class Listener:
     """Counts the node's outputs, keeps (receive time, latency) of each output frame."""
 
-    def __init__(self, node, prefix: str) -> None:
+    def __init__(self, node, prefix: str, topics: tuple[str, ...] = OUTPUTS) -> None:
         from diagnostic_msgs.msg import DiagnosticArray
         from rclpy.qos import QoSProfile, ReliabilityPolicy
-        from sensor_msgs.msg import Image
+        from sensor_msgs.msg import Image, PointCloud2
 
         self._lock = threading.Lock()
         self.arrivals: dict[int, list[int]] = {}  # stamp -> receive times, one per topic
         self.frames: list[tuple[int, float]] = []  # (receive ns, latency ms), all 5 outputs in
         self.diagnostics: dict[str, str] = {}
         qos = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE)
-        self.subs = [node.create_subscription(Image, f"{prefix}/{t}", self._on_output, qos,
-                                              raw=True) for t in OUTPUTS]
+        self.topics = topics
+        self.subs = [node.create_subscription(PointCloud2 if t == "points" else Image,
+                                              f"{prefix}/{t}", self._on_output, qos, raw=True)
+                     for t in topics]
         node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diag, 10)
 
     def _on_output(self, data: bytes, info) -> None:
@@ -104,7 +135,7 @@ class Listener:
         with self._lock:
             times = self.arrivals.setdefault(stamp, [])
             times.append(received)
-            if len(times) == len(OUTPUTS):
+            if len(times) == len(self.topics):
                 del self.arrivals[stamp]
                 self.frames.append((max(times), (max(times) - stamp) / 1e6))
             if len(self.arrivals) > 1000:  # outputs of a frame that never completed
@@ -175,30 +206,84 @@ def _startup_line(log: Path, bundle: Path) -> str | None:
     return None
 
 
+def run_traced_node(folder: Path, period_s: float, ros_args: list[str]) -> int:
+    """The perception node under ``tracemalloc``: a snapshot every ``period_s`` seconds,
+    written atomically to ``folder/snap_NNNN.pickle`` (``--tracemalloc``)."""
+    import tracemalloc
+
+    tracemalloc.start(10)
+
+    def dump() -> None:
+        for i in range(1_000_000):
+            time.sleep(period_s)
+            snap = tracemalloc.take_snapshot().filter_traces(
+                [tracemalloc.Filter(False, tracemalloc.__file__)])
+            part = folder / f".snap_{i:04d}.partial"
+            snap.dump(str(part))
+            os.replace(part, folder / f"snap_{i:04d}.pickle")
+
+    threading.Thread(target=dump, daemon=True).start()
+    from mbmt_ros.ros.perception_node import main as node_main
+
+    return node_main(ros_args)
+
+
+def tracemalloc_growth(folder: Path, period_s: float, warmup_s: float, top: int = 15) -> dict:
+    """The source lines whose allocations grew most from the first snapshot after warm-up
+    to the last one."""
+    import tracemalloc
+
+    snaps = sorted(folder.glob("snap_*.pickle"))
+    first = next((s for i, s in enumerate(snaps) if (i + 1) * period_s >= warmup_s), None)
+    if first is None or first == snaps[-1]:
+        return {"error": f"{len(snaps)} snapshot(s): too few after the warm-up"}
+    a, b = tracemalloc.Snapshot.load(str(first)), tracemalloc.Snapshot.load(str(snaps[-1]))
+    stats = b.compare_to(a, "lineno")
+    i_first, i_last = snaps.index(first), len(snaps) - 1
+    return {"from_s": (i_first + 1) * period_s, "to_s": (i_last + 1) * period_s,
+            "total_diff_kib": sum(s.size_diff for s in stats) / 1024,
+            "top": [{"where": str(s.traceback[0]), "size_diff_kib": s.size_diff / 1024,
+                     "count_diff": s.count_diff} for s in stats[:top]]}
+
+
 def soak(bundle: Path, minutes: float, rate: float, size: tuple[int, int], backend: str,
-         device: str, precision: str, sample_s: float, warmup_s: float, log: Path) -> dict:
+         device: str, precision: str, sample_s: float, warmup_s: float, log: Path,
+         pointcloud: bool = False, tracemalloc_s: float = 0.0) -> dict:
     import rclpy
     from rclpy.executors import SingleThreadedExecutor
     from rclpy.qos import qos_profile_sensor_data
-    from sensor_msgs.msg import Image
+    from sensor_msgs.msg import CameraInfo, Image
 
-    from mbmt_ros.ros.image_conversions import numpy_to_image
+    from mbmt_ros.dds_profile import node_transport_env
+    from mbmt_ros.ros.image_messages import numpy_to_image
 
-    cmd = [sys.executable, "-m", "mbmt_ros.ros.perception_node", "--ros-args",
-           "-r", "__node:=perception_node", "-r", "image:=/soak/image",
-           "-p", f"bundle:={bundle}", "-p", f"backend:={backend}", "-p", f"device:={device}",
-           "-p", f"precision:={precision}"]
+    ros_args = ["--ros-args", "-r", "__node:=perception_node", "-r", "image:=/soak/image",
+                "-r", "camera_info:=/soak/camera_info",
+                "-p", f"bundle:={bundle}", "-p", f"backend:={backend}", "-p", f"device:={device}",
+                "-p", f"precision:={precision}", "-p", f"pointcloud:={str(pointcloud).lower()}"]
+    snapshots = log.parent / "tracemalloc"
+    if tracemalloc_s > 0:
+        snapshots.mkdir()
+        cmd = [sys.executable, __file__, "--traced-node", str(snapshots), str(tracemalloc_s), *ros_args]
+    else:
+        cmd = [sys.executable, "-m", "mbmt_ros.ros.perception_node", *ros_args]
+    transport = node_transport_env(os.environ, "")  # the node as the launch file starts it
     context = rclpy.Context()
     rclpy.init(context=context)
     node = rclpy.create_node("soak_camera", context=context)
-    listener = Listener(node, "/perception_node")
+    topics = (*OUTPUTS, "points") if pointcloud else OUTPUTS
+    listener = Listener(node, "/perception_node", topics)
     pub = node.create_publisher(Image, "/soak/image", qos_profile_sensor_data)
+    info_pub = node.create_publisher(CameraInfo, "/soak/camera_info", qos_profile_sensor_data)
+    info = CameraInfo(width=size[1], height=size[0])
+    info.k = [0.8 * size[1], 0.0, size[1] / 2, 0.0, 0.8 * size[1], size[0] / 2, 0.0, 0.0, 1.0]
     executor = SingleThreadedExecutor(context=context)
     executor.add_node(node)
     threading.Thread(target=executor.spin, daemon=True).start()
     messages = [numpy_to_image(img, "rgb8") for img in _camera_frames(size)]
     with open(log, "wb") as fh:
-        proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT,
+                                env={**os.environ, **transport.env})
     samples: list[tuple[float, float, float]] = []  # (s since start, RSS MiB, load avg 1 min)
     published: list[int] = []
     try:
@@ -220,6 +305,9 @@ def soak(bundle: Path, minutes: float, rate: float, size: tuple[int, int], backe
             if now >= next_pub:
                 msg = messages[i % len(messages)]
                 msg.header.stamp = node.get_clock().now().to_msg()
+                if pointcloud:
+                    info.header.stamp = msg.header.stamp
+                    info_pub.publish(info)
                 pub.publish(msg)
                 published.append(time.time_ns())
                 i += 1
@@ -246,6 +334,10 @@ def soak(bundle: Path, minutes: float, rate: float, size: tuple[int, int], backe
                       "startup": _startup_line(log, bundle), "parameters": params,
                       "diagnostics": diag}
     result["samples"] = [[round(s, 3), round(r, 3), round(ld, 2)] for s, r, ld in samples]
+    result["node"]["transport"] = transport.reason
+    result["outputs_subscribed"] = list(topics)
+    if tracemalloc_s > 0:
+        result["tracemalloc"] = tracemalloc_growth(snapshots, tracemalloc_s, warmup_s)
     return result
 
 
@@ -270,8 +362,8 @@ def summarise(frames, diag, published, samples, minutes, rate, warmup_s) -> dict
             "load_avg_1min": float(np.mean(load)) if load else float("nan")})
     lat = np.array([lat for _, lat in frames])
     after = [(s, r) for s, r, _ in samples if s >= warmup_s and np.isfinite(r)]
-    slope = float(np.polyfit([s for s, _ in after], [r for _, r in after], 1)[0] * 60) \
-        if len(after) >= 3 else float("nan")
+    fit = slope_ci(samples, warmup_s)
+    slope = fit["slope"]
     warm = after[0][1] if after else float("nan")
     final = after[-1][1] if after else float("nan")
     duration = (published[-1] - published[0]) / 1e9 if len(published) > 1 else float("nan")
@@ -288,6 +380,7 @@ def summarise(frames, diag, published, samples, minutes, rate, warmup_s) -> dict
         "rss_mb": {"start": samples[0][1] if samples else None, "after_warmup": warm,
                    "end": final, "growth_after_warmup": final - warm,
                    "slope_mb_per_min_after_warmup": slope,
+                   "slope_ci95_mb_per_min": fit["ci95"], "slope_samples": fit["n"],
                    "min_after_warmup": min(r for _, r in after) if after else None,
                    "max_after_warmup": max(r for _, r in after) if after else None,
                    "max": float(np.nanmax([r for _, r, _ in samples])) if samples else None},
@@ -382,20 +475,26 @@ def _notes(raw: dict[str, Any]) -> str:
     r, m = raw["results"], raw["machine"]
     params = raw["node"].get("parameters") or {}
     mem, minutes = r["rss_mb"], r["per_minute"]
-    growth, slope = mem["growth_after_warmup"], mem["slope_mb_per_min_after_warmup"]
-    flat = abs(growth) <= FLAT_GROWTH_MIB and abs(slope) <= FLAT_SLOPE_MIB_PER_MIN
+    growth = mem["growth_after_warmup"]
+    fit = slope_ci(raw["samples"], r["warmup_s"])  # from the raw samples: older runs too
+    slope, ci = fit["slope"], fit["ci95"]
+    flat = abs(growth) <= FLAT_GROWTH_MIB and abs(slope) + ci <= FLAT_SLOPE_MIB_PER_MIN
     rest = r["minutes"] - r["warmup_s"] / 60
-    verdict = ("flat: within the sampling noise of a Python process (allocator pages coming "
-               f"and going), no sign of a leak over these {rest:g} min" if flat else
-               f"more than the flat bound (|growth| <= {FLAT_GROWTH_MIB:g} MiB, |slope| <= "
-               f"{FLAT_SLOPE_MIB_PER_MIN:g} MiB/min): not shown to be flat, check with a longer run")
+    verdict = ("flat: the whole 95 % interval of the slope is within "
+               f"±{FLAT_SLOPE_MIB_PER_MIN:g} MiB/min, no sign of a leak over these {rest:g} min"
+               if flat else
+               f"not shown to be flat (the bound: |growth| <= {FLAT_GROWTH_MIB:g} MiB and the "
+               f"95 % interval of the slope within ±{FLAT_SLOPE_MIB_PER_MIN:g} MiB/min); "
+               "`--tracemalloc` shows where it grows")
     memory = (
         f"- **Memory**: the node's RSS rises from {_num(mem['start'])} to "
         f"{_num(mem['after_warmup'])} MiB during the {r['warmup_s']:g} s warm-up (ONNX "
         "Runtime's arena, DDS buffers, the first messages of each size); over the remaining "
         f"{rest:g} min its samples stay between {_num(mem['min_after_warmup'])} and "
         f"{_num(mem['max_after_warmup'])} MiB, {_num(growth, '+.1f')} MiB from the end of the "
-        f"warm-up to the end (slope {_num(slope, '+.2f')} MiB/min) - {verdict}.")
+        f"warm-up to the end (slope {_num(slope, '+.3f')} ± {_num(ci, '.3f')} MiB/min, 95 % "
+        f"interval over {fit['n']} samples; consecutive samples are correlated, so it is if "
+        f"anything too narrow) - {verdict}.")
     received, processed = int(r["node_received_frames"]), int(r["node_processed_frames"])
     dropped = int(r["node_dropped_frames"])
     p50 = [p["latency_p50_ms"] for p in minutes]
@@ -413,21 +512,42 @@ def _notes(raw: dict[str, Any]) -> str:
         rate = (f"- **Rate**: the node kept up with the camera: it processed {processed} of "
                 f"the {received} frames it received and dropped none; {spread}.")
     share = 100 * r["outputs"] / processed if processed else float("nan")
+    count = _count(r)
     consumer = (
         f"- **Consumer**: the outputs are published `{params.get('qos.output', '?')}` with "
         f"history depth {params.get('qos.output_depth', '?')} (`qos.output_depth`), so a "
         f"consumer that falls behind - here a Python process on the same {m['cpu_count']} "
         "loaded CPUs - receives the newest output of each topic and misses older ones: all "
-        f"five outputs arrived for {r['outputs']} of the {processed} processed frames "
+        f"{count} outputs arrived for {r['outputs']} of the {processed} processed frames "
         f"({share:.0f} %; \"frames with all outputs received\"). Raise `qos.output_depth` when "
         "a consumer must see every output.")
     return "\n".join([memory, rate, consumer])
+
+
+def _count(results: dict[str, Any]) -> str:
+    """'five' / 'six' ...: the outputs subscribed (five images before ``--pointcloud``)."""
+    n = len(results.get("outputs_subscribed") or OUTPUTS)
+    return {5: "five", 6: "six"}.get(n, str(n))
+
+
+def _tracemalloc(r: dict[str, Any]) -> str:
+    tm = r.get("tracemalloc")
+    if not tm:
+        return ""
+    if "error" in tm:
+        return f"\n\ntracemalloc: {tm['error']}."
+    rows = "\n".join(f"| `{e['where']}` | {e['size_diff_kib']:+.1f} | {e['count_diff']:+d} |"
+                     for e in tm["top"])
+    return (f"\n\ntracemalloc (the node under `tracemalloc`, snapshots at {tm['from_s']:g} s and "
+            f"{tm['to_s']:g} s; Python allocations {tm['total_diff_kib']:+.1f} KiB in all):\n\n"
+            f"| where | KiB | blocks |\n|---|---:|---:|\n{rows}")
 
 
 def render(raw: dict[str, Any]) -> str:
     """The whole Soak section (markers included) of docs/benchmarks.md, from the JSON alone."""
     r = raw["results"]
     mem, lat = r["rss_mb"], r["latency_ms"]
+    fit = slope_ci(raw["samples"], r["warmup_s"])
     rows = "\n".join(
         f"| {p['minute']} | {p['published']} | {p['outputs']} | {p['output_rate_hz']:.1f} | "
         f"{p['latency_p50_ms']:.1f} | {p['latency_p99_ms']:.1f} | {p['rss_mb']:.1f} | "
@@ -439,10 +559,10 @@ def render(raw: dict[str, Any]) -> str:
 `benchmarks/node_soak.py` (inside `scripts/ros_isolated`, DDS on loopback only): a camera
 process publishes `rgb8` frames at a fixed rate with sensor-data QoS to the `perception_node`
 console script (its own process; parameters other than the bundle, backend, device and
-precision at their defaults), and subscribes to all five image outputs as rviz would; the
+precision at their defaults), and subscribes to all {_count(r)} outputs as rviz would; the
 node's resident memory (VmRSS) and the machine's load average are sampled every few seconds.
 Latency = output received (middleware receive time) - the frame's header stamp (its publish
-time), all five outputs in. Rendered from `benchmarks/results/node_soak.json`
+time), all {_count(r)} outputs in. Rendered from `benchmarks/results/node_soak.json`
 (`.venv/bin/python benchmarks/node_soak.py --render`).
 
 {_machine_line(raw)}
@@ -457,13 +577,13 @@ time), all five outputs in. Rendered from `benchmarks/results/node_soak.json`
 | frames with all outputs received | {r['outputs']} ({_num(r['output_rate_hz'])} Hz); node: {r['node_received_frames']} received, {r['node_processed_frames']} processed, {r['node_dropped_frames']} dropped (a newer frame arrived first) |
 | latency p50 / p90 / p99 / max | {_num(lat.get('p50'))} / {_num(lat.get('p90'))} / {_num(lat.get('p99'))} / {_num(lat.get('max'))} ms (backend median {r['node_inference_median_ms']} ms) |
 | node memory (RSS) | {_num(mem['start'])} MiB at start, {_num(mem['after_warmup'])} MiB after {r['warmup_s']:g} s warm-up, {_num(mem['end'])} MiB at the end, max {_num(mem['max'])} MiB |
-| **growth after warm-up** | **{_num(mem['growth_after_warmup'], '+.1f')} MiB** (slope {_num(mem['slope_mb_per_min_after_warmup'], '+.2f')} MiB/min) |
+| **growth after warm-up** | **{_num(mem['growth_after_warmup'], '+.1f')} MiB** (slope {_num(fit['slope'], '+.3f')} ± {_num(fit['ci95'], '.3f')} MiB/min, 95 % interval) |
 
 | minute | published | outputs | output rate (Hz) | latency p50 (ms) | latency p99 (ms) | node RSS, max (MiB) | load avg (1 min), mean |
 |---:|---:|---:|---:|---:|---:|---:|---:|
 {rows}
 
-{_notes(raw)}
+{_notes(raw)}{_tracemalloc(r)}
 {MARK_END}"""
 
 
@@ -483,14 +603,21 @@ def write_section(path: Path, text: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args_in = sys.argv[1:] if argv is None else list(argv)
+    if args_in[:1] == ["--traced-node"]:  # the node under tracemalloc (a subprocess)
+        return run_traced_node(Path(args_in[1]), float(args_in[2]), args_in[3:])
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     src = parser.add_mutually_exclusive_group()
     src.add_argument("--bundle", type=Path, help="an exported model bundle")
     src.add_argument("--export", type=Path, metavar="CONFIG",
                      help="export a random-weight model of this training config first")
     parser.add_argument("--size", type=int, nargs=2, default=(288, 384), metavar=("H", "W"))
-    parser.add_argument("--minutes", type=float, default=10.0, help="duration (default 10)")
-    parser.add_argument("--rate", type=float, default=30.0, help="camera rate in Hz (default 30)")
+    parser.add_argument("--minutes", type=float, default=30.0, help="duration (default 30)")
+    parser.add_argument("--rate", type=float, default=10.0, help="camera rate in Hz (default 10)")
+    parser.add_argument("--pointcloud", action="store_true",
+                        help="also ~/points (camera_info published): every output subscribed")
+    parser.add_argument("--tracemalloc", type=float, default=0.0, metavar="S",
+                        help="run the node under tracemalloc, a snapshot every S s, and report "
+                             "the lines that grew most after warm-up (slows the node)")
     parser.add_argument("--backend", default="onnxruntime")
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     parser.add_argument("--precision", default="fp32")
@@ -531,7 +658,8 @@ def main(argv: list[str] | None = None) -> int:
                      "warmup_s": min(args.warmup_seconds, args.minutes * 60 / 2),
                      "export_config": str(args.export) if args.export else None,
                      "bundle": str(args.bundle) if args.bundle else None,
-                     "weights": "random" if args.export else "bundle"},
+                     "weights": "random" if args.export else "bundle",
+                     "pointcloud": args.pointcloud, "tracemalloc_s": args.tracemalloc},
     }
     with tempfile.TemporaryDirectory() as tmp:
         bundle = args.bundle
@@ -543,7 +671,8 @@ def main(argv: list[str] | None = None) -> int:
         raw["bundle"] = bundle_info(bundle)
         result = soak(bundle, args.minutes, args.rate, tuple(args.size), args.backend,
                       args.device, args.precision, args.sample_seconds,
-                      raw["settings"]["warmup_s"], Path(tmp) / "node.log")
+                      raw["settings"]["warmup_s"], Path(tmp) / "node.log",
+                      args.pointcloud, args.tracemalloc)
     raw["node"], raw["samples"] = result.pop("node"), result.pop("samples")
     raw["results"] = result
     raw["machine"]["load_avg_1min_end"] = round(os.getloadavg()[0], 2)

@@ -7,22 +7,27 @@ Arguments: ``namespace``, ``image`` and ``camera_info`` (remaps of the node's in
 ``<image>/compressed`` feeds ``image/compressed``), ``params_file`` (default: the installed
 ``config/perception.yaml``), ``bundle`` and ``backend`` (override the params file when not
 empty), ``autostart`` (configure + activate at start-up; ``false`` leaves the transitions to a
-lifecycle manager), ``use_sim_time``, ``rviz`` (also start rviz2) and ``fixed_frame`` (rviz's
-fixed frame: the camera's optical frame). rviz2 gets a config generated for this launch
+lifecycle manager), ``use_sim_time``, ``rviz`` (also start rviz2), ``fixed_frame`` (rviz's
+fixed frame: the camera's optical frame) and ``dds_profile`` (the node process's Fast DDS
+profile: empty = the shipped ``config/fastdds_profile.xml`` unless the user chose another
+middleware or their own profile, a path = that file, ``none`` = no profile; the decision is
+:func:`mbmt_ros.dds_profile.node_transport_env`). rviz2 gets a config generated for this launch
 (:mod:`mbmt_ros.ros.rviz_config`: the template's topics resolved under the same namespace and
 remappings as the node), so every display shows a topic the node uses. See docs/node.md.
 """
 from __future__ import annotations
 
+import os
 import tempfile
 from pathlib import Path
 
-from launch.actions import DeclareLaunchArgument, OpaqueFunction
+from launch.actions import DeclareLaunchArgument, LogInfo, OpaqueFunction
 from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
 from launch_ros.actions import LifecycleNode, Node
 from launch_ros.substitutions import FindPackageShare
 
 from launch import LaunchDescription
+from mbmt_ros.dds_profile import node_transport_env
 from mbmt_ros.ros.rviz_config import (
     DEFAULT_FIXED_FRAME,
     TEMPLATE,
@@ -62,6 +67,10 @@ def _arguments() -> list[DeclareLaunchArgument]:
                               description="also start rviz2 (needs the rviz2 package)"),
         DeclareLaunchArgument("fixed_frame", default_value=DEFAULT_FIXED_FRAME,
                               description="rviz fixed frame: the camera's optical frame"),
+        DeclareLaunchArgument("dds_profile", default_value="",
+                              description="Fast DDS profile of the node process: empty = the "
+                                          "shipped config/fastdds_profile.xml (unless another "
+                                          "middleware or a user profile is set), a path, or none"),
     ]
 
 
@@ -72,15 +81,17 @@ def _flag(context, name: str) -> bool:
     return value in ("true", "1")
 
 
-def _actions(context, *args, **kwargs) -> list[Node]:
+def _actions(context, *args, **kwargs) -> list:
     value = {key: LaunchConfiguration(key).perform(context)
              for key in ("namespace", "image", "camera_info", "params_file", "bundle", "backend",
-                         "fixed_frame")}
+                         "fixed_frame", "dds_profile")}
+    shipped = Path(FindPackageShare(PACKAGE).perform(context)) / "config" / "fastdds_profile.xml"
+    transport = node_transport_env(os.environ, value["dds_profile"], shipped)
     overrides = {key: value[key] for key in ("bundle", "backend") if value[key]}
     overrides.update(use_sim_time=_flag(context, "use_sim_time"),
                      autostart=_flag(context, "autostart"))
     remaps = launch_remaps(value["image"], value["camera_info"])
-    actions = [LifecycleNode(
+    actions = [LogInfo(msg=f"perception_node transport: {transport.reason}"), LifecycleNode(
         package=PACKAGE,
         executable="perception_node",
         name=NODE_NAME,
@@ -89,6 +100,7 @@ def _actions(context, *args, **kwargs) -> list[Node]:
         remappings=remaps,
         output="screen",
         emulate_tty=True,
+        additional_env=transport.env,
     )]
     if _flag(context, "rviz"):
         params = {**node_parameters(value["params_file"], value["namespace"]), **overrides}

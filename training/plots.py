@@ -1,7 +1,7 @@
 """PNG result grids: input / ground truth / prediction per task for a few samples (Figure 6 of
 the MBMT-Net paper), drawn with matplotlib's Agg backend (no display needed).
 
-Every panel is coloured by :mod:`mbmt_ros.ros.colorize`, the module the perception node
+Every panel is coloured by :mod:`mbmt_ros.imaging.colorize`, the module the perception node
 uses for its colour topics, so a grid and rviz show the same colours: segmentation with the
 dataset's class palette (void black), depth with the one depth colour map (``inferno``, near
 bright) over a range shared by ground truth and prediction per sample (invalid black), normals
@@ -17,8 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from mbmt_ros.io import atomic_path
-from mbmt_ros.ros.colorize import (
+from mbmt_ros.imaging.colorize import (
     DEPTH_COLORMAP,
     class_ids,
     colorize_depth,
@@ -26,6 +25,7 @@ from mbmt_ros.ros.colorize import (
     colorize_segmentation,
     palette_lut,
 )
+from mbmt_ros.io import atomic_path
 from mbmt_ros.tasks import DEPTH, NO_PREDICTION, SEGMENTATION, TASKS, default_palette
 
 __all__ = ["save_result_grid"]

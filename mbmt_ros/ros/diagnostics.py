@@ -15,6 +15,7 @@ import statistics
 import threading
 import time
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -148,7 +149,8 @@ class FrameStats:
             if timing is not None:
                 segments = timing.segments_ms()
                 self._receipt.append(segments["total"] / 1e3)
-                self._timings.append((*(segments[s] for s in SEGMENTS), timing.overhead_pct()))
+                self._timings.append((*(segments[s] for s in SEGMENTS), timing.overhead_pct(),
+                                      segments["total"] - segments["predict"]))
 
     def _timing_percentiles(self) -> dict[str, float]:
         if not self._timings:
@@ -156,8 +158,8 @@ class FrameStats:
         table = np.asarray(self._timings, dtype=np.float64)
         p50, p99 = np.nanpercentile(table, [50, 99], axis=0)
         out: dict[str, float] = {}
-        for i, name in enumerate([*SEGMENTS, "overhead"]):
-            unit = "pct" if name == "overhead" else "ms"
+        columns = [*((s, "ms") for s in SEGMENTS), ("overhead", "pct"), ("overhead", "ms")]
+        for i, (name, unit) in enumerate(columns):
             out[f"{name}_p50_{unit}"], out[f"{name}_p99_{unit}"] = float(p50[i]), float(p99[i])
         return out
 
@@ -190,17 +192,26 @@ class FrameStats:
 
     @staticmethod
     def to_status(report: StatsReport, name: str, hardware_id: str,
-                  extra: dict[str, str] | None = None) -> DiagnosticStatus:
-        """A DiagnosticStatus: OK, WARN when frames were rejected or no frame arrived in the
-        period, ERROR when the backend failed on a frame in the period."""
-        if report.errors_in_period:
-            level, message = DiagnosticStatus.ERROR, f"inference failed: {report.last_error}"
-        elif report.rejected_in_period:
-            level, message = DiagnosticStatus.WARN, f"rejected frames: {report.last_error}"
-        elif report.input_rate_hz == 0.0:
-            level, message = DiagnosticStatus.WARN, "no input images"
-        else:
-            level, message = DiagnosticStatus.OK, "running"
+                  extra: dict[str, str] | None = None,
+                  conditions: Sequence[tuple[bytes, str]] = ()) -> DiagnosticStatus:
+        """A DiagnosticStatus: ERROR when the backend failed on a frame in the period, WARN
+        when frames were rejected or no frame arrived in the period, plus ``conditions``
+        ``(level, message)`` of other parts (the capture's ``budget reached``).
+
+        Precedence, so that no condition hides another: the level is the highest of those
+        present (OK when none: ``running``); the message lists every condition present,
+        joined by ``; ``, highest level first and, within a level, in this order: inference
+        failed, rejected frames, no input images, then ``conditions`` in their order."""
+        present = list(filter(None, [
+            report.errors_in_period and (DiagnosticStatus.ERROR,
+                                         f"inference failed: {report.last_error}"),
+            report.rejected_in_period and (DiagnosticStatus.WARN,
+                                           f"rejected frames: {report.last_error}"),
+            report.input_rate_hz == 0.0 and (DiagnosticStatus.WARN, "no input images"),
+            *conditions]))
+        present.sort(key=lambda condition: condition[0], reverse=True)  # stable: keeps the order
+        level = present[0][0] if present else DiagnosticStatus.OK
+        message = "; ".join(text for _, text in present) or "running"
         values = {
             "input_rate_hz": f"{report.input_rate_hz:.2f}",
             "output_rate_hz": f"{report.output_rate_hz:.2f}",

@@ -1,13 +1,10 @@
-"""Errors of the ROS side: bad images and bad node parameters (both :class:`MbmtError`)."""
+"""Errors of the ROS side: bad node parameters, replay and capture (all :class:`MbmtError`;
+bad images are :class:`mbmt_ros.imaging.errors.ImageConversionError`)."""
 from __future__ import annotations
 
 from mbmt_ros.errors import MbmtError
 
-__all__ = ["ImageConversionError", "NodeParameterError", "ReplayError", "CaptureError"]
-
-
-class ImageConversionError(MbmtError, ValueError):
-    """An image message cannot be read (bad size/step/length, unknown encoding, corrupt data)."""
+__all__ = ["NodeParameterError", "ReplayError", "CaptureError"]
 
 
 class NodeParameterError(MbmtError, ValueError):

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 import numpy as np
 from std_msgs.msg import Header
 
-from mbmt_ros.ros.colorize import colorize_depth, colorize_normals, colorize_segmentation
-from mbmt_ros.ros.image_conversions import numpy_to_image
+from mbmt_ros.imaging.colorize import colorize_depth, colorize_normals, colorize_segmentation
+from mbmt_ros.ros.image_messages import numpy_to_image
 from mbmt_ros.ros.pointcloud import Intrinsics, depth_to_points, points_to_msg
 from mbmt_ros.ros.topics import (  # the topic names live in one place (topics.py)
     DEPTH_TOPIC,
@@ -76,8 +76,9 @@ def build_outputs(prediction: dict[str, np.ndarray], rgb: np.ndarray, header: He
             out[NORMALS_COLOR] = numpy_to_image(colorize_normals(normals), "rgb8", header)
     if POINTS in wanted and intrinsics is not None and DEPTH in prediction:
         depth = prediction[DEPTH]
-        if options.pointcloud_color == "segmentation" and ids is not None:
-            colours = options.lut[ids]
+        if options.pointcloud_color == "segmentation" and ids is not None:  # sampled first
+            step = options.pointcloud_stride
+            colours = np.take(options.lut, ids[::step, ::step], axis=0)
         elif options.pointcloud_color == "depth":
             colours = colorize_depth(depth, options.max_depth)
         else:

@@ -35,7 +35,7 @@ __all__ = ["ParamSpec", "PARAMETERS", "SPECS", "LIVE_PARAMETERS", "NodeParams", 
            "PRECISIONS", "DEVICES", "QOS_PRESETS", "POINTCLOUD_COLORS"]
 
 BACKENDS = ("auto", "tensorrt", "onnxruntime", "openvino", "torch")
-PRECISIONS = ("fp32", "fp16", "bf16", "int8")
+PRECISIONS = ("auto", "fp32", "fp16", "bf16", "int8")
 #: ``gpu`` and ``auto`` are OpenVINO device names; the runtime refuses a device its backend lacks.
 DEVICES = ("cuda", "cpu", "gpu", "auto")
 QOS_PRESETS = ("sensor_data", "reliable", "best_effort")
@@ -59,9 +59,11 @@ class ParamSpec:
 
 PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec("bundle", "", "Model bundle directory (model.onnx + meta.json) made by `mbmt-train export`."),
-    ParamSpec("backend", "auto", "Inference backend (auto: TensorRT, else ONNX Runtime, else torch).", choices=BACKENDS),
-    ParamSpec("precision", "fp16", "Inference precision (where the backend supports it; /diagnostics shows what runs).", choices=PRECISIONS),
-    ParamSpec("device", "cuda", "Device: cuda or cpu (OpenVINO also gpu, auto).", choices=DEVICES),
+    ParamSpec("backend", "auto", "Inference backend (auto: TensorRT, else ONNX Runtime on CUDA, else OpenVINO, else ONNX Runtime on the CPU, else torch).", choices=BACKENDS),
+    ParamSpec("precision", "auto", "Inference precision; auto: the best the bundle and the device support (INT8 graph on VNNI/AMX CPUs with OpenVINO, fp16 on GPUs), checked against the bundle's reference set; an explicit one that does not run here fails configure unless allow_fallback.", choices=PRECISIONS),
+    ParamSpec("device", "auto", "Device: auto, cuda or cpu (OpenVINO also gpu); an explicit one that is not available fails configure unless allow_fallback.", choices=DEVICES),
+    ParamSpec("allow_fallback", False, "Accept a precision/device other than the explicit one requested (then a WARN line and the diagnostics field 'fallback'); false: configure fails naming both."),
+    ParamSpec("verify", True, "At configure, run the chosen path on the bundle's reference set and refuse to activate it when a figure (segmentation agreement, depth relative error, normals angle error) is outside its precision's limit."),
     ParamSpec("num_threads", 0, "CPU backends: intra-op threads (0 = the library's default, all cores).", 0, 1024),
     ParamSpec("workspace_mb", 1024, "TensorRT (and the ONNX Runtime TensorRT EP): builder workspace limit in MiB (0 = no limit, TensorRT's own default).", 0, 1048576),
     ParamSpec("tasks", None, "Tasks to publish (segmentation, depth, normals); unset = every task of the bundle."),
@@ -86,8 +88,8 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec("capture.dir", "~/.ros/mbmt_capture", "Folder of the capture segments (one node per folder)."),
     ParamSpec("capture.min_confidence", 0.5, "A pixel is uncertain when its segmentation confidence is below this.", 0.0, 1.0),
     ParamSpec("capture.uncertain_fraction", 0.2, "Capture a frame when more than this fraction of its pixels is uncertain.", 0.0, 1.0),
-    ParamSpec("capture.every_s", 0.0, "Baseline: also capture one frame every this many seconds whatever its confidence (0 = none).", 0.0, 86400.0),
-    ParamSpec("capture.min_interval_s", 1.0, "Rate limit: at least this many seconds between two captured frames.", 0.0, 3600.0),
+    ParamSpec("capture.every_s", 0.0, "Baseline: also capture one frame every this many seconds (camera time: header stamps) whatever its confidence (0 = none).", 0.0, 86400.0),
+    ParamSpec("capture.min_interval_s", 1.0, "Rate limit: at least this many seconds (camera time: header stamps) between two captured frames.", 0.0, 3600.0),
     ParamSpec("capture.max_mb", 1024.0, "Disk budget of capture.dir in MB; when reached, capturing stops (nothing is overwritten).", 0.001, 1e7),
     ParamSpec("capture.topics", None, "Extra topics written with each captured frame (nearest header stamp); unset = [depth, camera_info]."),
     ParamSpec("capture.segment_frames", 100, "Frames per bag segment (a segment is closed and renamed into place when full).", 1, 100000),
@@ -127,6 +129,8 @@ class NodeParams:
     diagnostics_window: int
     release_on_deactivate: bool
     autostart: bool
+    allow_fallback: bool = False
+    verify: bool = True
     capture_enabled: bool = False
     capture_dir: str = "~/.ros/mbmt_capture"
     capture_min_confidence: float = 0.5

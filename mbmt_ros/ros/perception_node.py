@@ -13,8 +13,10 @@ Transitions (``ros2 lifecycle set /perception_node <transition>``):
 With ``autostart`` (default) :func:`main` configures and activates at once, so ``ros2 run``
 and ``ros2 launch`` just work. The subscription callback only stores the newest frame; the
 inference thread (:mod:`mbmt_ros.ros.inference_worker`) converts, predicts and publishes,
-with the input header, only the outputs that have subscribers (a frame nobody listens to is
-not even decoded), stamping each step for the timing figures of /diagnostics.
+and hands the prediction to the publish thread (:mod:`mbmt_ros.ros.publish_stage`), which
+builds and publishes, with the input header, only the outputs that have subscribers (a frame
+nobody listens to is not even decoded) while the next frame is predicted; each step is
+stamped for the timing figures of /diagnostics.
 
 Parameters are declared from :data:`mbmt_ros.ros.params.PARAMETERS` with typed descriptors
 and ranges; every set is checked by :meth:`PerceptionNode._on_set_parameters` (a bad value
@@ -33,7 +35,7 @@ from typing import Any
 
 import numpy as np
 import rclpy
-from diagnostic_msgs.msg import DiagnosticArray
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValueException
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
@@ -43,6 +45,10 @@ from rclpy.publisher import Publisher
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 
 from mbmt_ros.errors import MbmtError
+from mbmt_ros.imaging.colorize import load_palette, palette_lut
+from mbmt_ros.imaging.compressed import decode_compressed
+from mbmt_ros.imaging.encodings import to_rgb8
+from mbmt_ros.imaging.errors import ImageConversionError
 from mbmt_ros.ros.capture import (
     COMPRESSED,
     IMAGE,
@@ -53,12 +59,10 @@ from mbmt_ros.ros.capture import (
     prepare_directory,
     topic_msgtype,
 )
-from mbmt_ros.ros.colorize import load_palette, palette_lut
-from mbmt_ros.ros.compressed import decode_compressed
 from mbmt_ros.ros.diagnostics import FrameStats, FrameTiming
-from mbmt_ros.ros.errors import ImageConversionError, NodeParameterError
-from mbmt_ros.ros.image_conversions import to_rgb8
+from mbmt_ros.ros.errors import NodeParameterError
 from mbmt_ros.ros.inference_worker import InferenceWorker, LatestSlot
+from mbmt_ros.ros.node_help import print_help, wants_help
 from mbmt_ros.ros.outputs import POINTS, TOPICS_BY_TASK, OutputOptions, build_outputs
 from mbmt_ros.ros.params import (
     LIVE_PARAMETERS,
@@ -73,8 +77,10 @@ from mbmt_ros.ros.params import (
     validate_params,
 )
 from mbmt_ros.ros.pointcloud import intrinsics_from_camera_info
+from mbmt_ros.ros.publish_stage import PublishStage
 from mbmt_ros.ros.topics import CAMERA_INFO, DIAGNOSTICS, IMAGE_COMPRESSED, NODE_NAME
 from mbmt_ros.ros.topics import IMAGE as IMAGE_TOPIC
+from mbmt_ros.runtime.predictor import runtime_report
 from mbmt_ros.tasks import DEPTH, default_palette
 
 __all__ = ["PerceptionNode", "PredictorFactory", "main"]
@@ -91,6 +97,19 @@ class _Frame:
     msg: Image | CompressedImage
     received_ns: int  # ROS clock (for the latency from the header stamp)
     received_mono_ns: int  # time.monotonic_ns (for the timing segments)
+
+
+@dataclass(frozen=True)
+class _Predicted:
+    """A predicted frame on its way from the inference thread to the publish thread."""
+
+    frame: _Frame
+    rgb: np.ndarray
+    prediction: dict[str, Any]
+    wanted: frozenset[str]
+    options: OutputOptions
+    intrinsics: Any
+    stamps: tuple[int, int, int, int]  # taken, converted, predict start, predict end (monotonic ns)
 
 
 class _RosLogHandler(logging.Handler):
@@ -167,9 +186,12 @@ class PerceptionNode(LifecycleNode):
         self._diag_timer: Any = None
         self._slot: LatestSlot[_Frame] | None = None
         self._worker: InferenceWorker[_Frame] | None = None
+        self._publish_stage: PublishStage[_Predicted] | None = None
         self._camera_info: CameraInfo | None = None
         self._capture: FrameCapture | None = None  # capture.* (mbmt_ros.ros.capture)
         self._capture_extra: ExtraTopics | None = None
+        #: What runs (providers, model file, fallback, reference check), for /diagnostics.
+        self._runtime_report: dict[str, str] = {}
 
     # ------------------------------------------------------------------ lifecycle
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
@@ -314,10 +336,12 @@ class PerceptionNode(LifecycleNode):
         p = self.params
         assert p is not None
         started = time.monotonic()
-        options: dict[str, Any] = {"workspace_mb": p.workspace_mb}  # backends ignore what they lack
+        options: dict[str, Any] = {"workspace_mb": p.workspace_mb,  # backends ignore what they lack
+                                   "verify": p.verify, "allow_fallback": p.allow_fallback}
         if p.num_threads:
             options["num_threads"] = p.num_threads
         self.predictor = self._factory(str(p.bundle), p.backend, p.precision, p.device, **options)
+        self._runtime_report = runtime_report(self.predictor)  # reference check + fallback (issue 20)
         bundle_tasks = tuple(self.predictor.tasks)
         missing = [t for t in p.tasks if t not in bundle_tasks]
         if missing:
@@ -342,7 +366,8 @@ class PerceptionNode(LifecycleNode):
         self.get_logger().info(
             f"opened bundle {p.bundle}: backend {pred.backend}, precision {pred.precision}, "
             f"device {getattr(pred, 'device', 'unknown')}{threads}, tasks {list(self._tasks)} "
-            f"(open {opened - started:.1f} s, {warm_text})")
+            f"(open {opened - started:.1f} s, {warm_text}); model {self._runtime_report['model_file']}, "
+            f"providers {self._runtime_report['providers']}, verify {self._runtime_report['verify']}")
 
     def _close_backend(self) -> None:
         predictor, self.predictor = self.predictor, None
@@ -362,6 +387,8 @@ class PerceptionNode(LifecycleNode):
         self._diag_pub = self.create_publisher(DiagnosticArray, DIAGNOSTICS, 10)
         self.stats = FrameStats(window=p.diagnostics_window)
         self._slot = LatestSlot()
+        self._publish_stage = PublishStage(self._publish, self._on_worker_error)
+        self._publish_stage.start()
         self._worker = InferenceWorker(self._slot, self._process, self._on_worker_error)
         self._worker.start()
         # one transport: a camera publishing both would otherwise double the input
@@ -384,6 +411,9 @@ class PerceptionNode(LifecycleNode):
         if self._worker is not None and not self._worker.stop():
             self.get_logger().warning("inference thread did not stop within 10 s")
         self._worker, self._slot = None, None
+        stage, self._publish_stage = self._publish_stage, None  # after the worker: it feeds it
+        if stage is not None and not stage.stop():
+            self.get_logger().warning("publish thread did not stop within 10 s")
         capture, self._capture, self._capture_extra = self._capture, None, None
         if capture is not None and not capture.close():
             self.get_logger().warning("capture thread did not finish within 10 s")
@@ -426,7 +456,7 @@ class PerceptionNode(LifecycleNode):
         msgtype = COMPRESSED if isinstance(msg, CompressedImage) else IMAGE
         capture.offer(prediction.get("segmentation_confidence"), lambda: [
             CaptureMessage(source, msgtype, stamp_ns, msg),
-            *(extra.nearest(stamp_ns) if extra is not None else [])])
+            *(extra.nearest(stamp_ns) if extra is not None else [])], stamp_ns)  # camera time
 
     # ------------------------------------------------------------------ callbacks
     def _on_image(self, msg: Image | CompressedImage) -> None:
@@ -445,14 +475,14 @@ class PerceptionNode(LifecycleNode):
                                 throttle_duration_sec=_WARN_THROTTLE_S)
 
     def _process(self, frame: _Frame) -> None:
-        """Worker thread: if some output has a subscriber (or capture is on), decode, predict,
-        publish the outputs somebody listens to, offer the frame to the capture; each step is
-        stamped (:class:`FrameTiming`)."""
+        """Inference thread: if some output has a subscriber (or capture is on), decode,
+        predict and hand the prediction to the publish thread (:meth:`_publish`)."""
         taken = time.monotonic_ns()
-        msg, publishers = frame.msg, self._outputs
+        msg, publishers, stage = frame.msg, self._outputs, self._publish_stage
         predictor, options = self.predictor, self._options
-        wanted = {t for t, pub in publishers.items() if pub.get_subscription_count() > 0}
-        if (not wanted and self._capture is None) or predictor is None or options is None:
+        wanted = frozenset(t for t, pub in publishers.items() if pub.get_subscription_count() > 0)
+        if ((not wanted and self._capture is None) or predictor is None or options is None
+                or stage is None):
             self.stats.on_skipped()
             return
         try:
@@ -467,10 +497,23 @@ class PerceptionNode(LifecycleNode):
         predict_start = time.monotonic_ns()
         prediction = predictor.predict(rgb)
         predict_end = time.monotonic_ns()
-        outputs = build_outputs(prediction, np.asarray(rgb), msg.header, wanted, options, intrinsics)
+        stage.put(_Predicted(frame, np.asarray(rgb), prediction, wanted, options, intrinsics,
+                             (taken, converted, predict_start, predict_end)))
+
+    def _publish(self, item: _Predicted) -> None:
+        """Publish thread: build and publish the outputs somebody listens to, then offer the
+        frame to the capture; stamps the frame's :class:`FrameTiming` (``built`` includes any
+        wait for the publish thread)."""
+        frame, prediction, publishers = item.frame, item.prediction, self._outputs
+        msg = frame.msg
+        taken, converted, predict_start, predict_end = item.stamps
+        outputs = build_outputs(prediction, item.rgb, msg.header, item.wanted, item.options,
+                                item.intrinsics)
         built = time.monotonic_ns()
         for topic, out in outputs.items():
-            publishers[topic].publish(out)
+            pub = publishers.get(topic)
+            if pub is not None:
+                pub.publish(out)
         published = time.monotonic_ns()
         now_ns = self.get_clock().now().nanoseconds
         stamp_ns = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
@@ -500,13 +543,14 @@ class PerceptionNode(LifecycleNode):
                  "precision": str(getattr(predictor, "precision", "none")),
                  "device": str(getattr(predictor, "device", "none")),
                  "tasks": ",".join(self._tasks)}
+        extra.update({k: v for k, v in self._runtime_report.items() if k not in extra})
         capture = self._capture
         if capture is not None:
             extra.update(capture.values())
+        conditions = ([(DiagnosticStatus.WARN, f"capture: {capture.state}")]
+                      if capture is not None and capture.state != "capturing" else [])
         status = FrameStats.to_status(self.stats.report(), f"{self.get_name()}: perception",
-                                      self.get_fully_qualified_name(), extra)
-        if capture is not None and capture.state != "capturing" and status.level == status.OK:
-            status.level, status.message = status.WARN, f"capture: {capture.state}"
+                                      self.get_fully_qualified_name(), extra, conditions)
         msg = DiagnosticArray(status=[status])
         msg.header.stamp = self.get_clock().now().to_msg()
         pub.publish(msg)
@@ -514,6 +558,8 @@ class PerceptionNode(LifecycleNode):
 
 def main(args: list[str] | None = None) -> int:
     """``ros2 run mbmt_ros perception_node [--ros-args ...]``: exit 1 if autostart fails."""
+    if wants_help(sys.argv if args is None else args):
+        return print_help()
     rclpy.init(args=args)
     node = None
     code = 0

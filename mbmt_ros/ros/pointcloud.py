@@ -9,6 +9,7 @@ convention) and ``label`` the uint32 class id (255 = no prediction).
 from __future__ import annotations
 
 import array
+import functools
 import math
 
 import numpy as np
@@ -16,10 +17,10 @@ from sensor_msgs.msg import CameraInfo, PointCloud2, PointField
 from std_msgs.msg import Header
 
 from mbmt_ros.camera import CameraIntrinsics
-from mbmt_ros.ros.errors import ImageConversionError
+from mbmt_ros.imaging.errors import ImageConversionError
 
 __all__ = ["POINT_DTYPE", "Intrinsics", "intrinsics_from_camera_info", "depth_to_points",
-           "points_to_msg"]
+           "pack_rgb", "points_to_msg"]
 
 #: Memory layout of one point (20 bytes, no padding).
 POINT_DTYPE = np.dtype([("x", "<f4"), ("y", "<f4"), ("z", "<f4"), ("rgb", "<f4"), ("label", "<u4")])
@@ -41,23 +42,43 @@ def intrinsics_from_camera_info(info: CameraInfo) -> Intrinsics:
     return Intrinsics(k[0], k[4], k[2], k[5], int(info.width), int(info.height))
 
 
+@functools.lru_cache(maxsize=8)
+def _rays(height: int, width: int, stride: int, fx: float, fy: float, cx: float,
+          cy: float) -> tuple[np.ndarray, np.ndarray]:
+    """``(u - cx) / fx`` and ``(v - cy) / fy`` of the sampled pixels: the same for every frame
+    of a camera, so computed once (the node's publish path runs this per frame)."""
+    v, u = np.mgrid[0:height:stride, 0:width:stride].astype(np.float32)
+    return (u - np.float32(cx)) / np.float32(fx), (v - np.float32(cy)) / np.float32(fy)
+
+
+def pack_rgb(colours: np.ndarray) -> np.ndarray:
+    """``(..., 3)`` uint8 RGB -> ``(...)`` float32 holding ``0x00RRGGBB`` (PCL / rviz)."""
+    c = np.asarray(colours, dtype=np.uint8)
+    bgrx = np.zeros((*c.shape[:-1], 4), dtype=np.uint8)  # little-endian uint32: B, G, R, 0
+    bgrx[..., :3] = c[..., ::-1]
+    return bgrx.view("<u4").reshape(c.shape[:-1]).view("<f4")
+
+
 def depth_to_points(depth: np.ndarray, intrinsics: Intrinsics, colours: np.ndarray,
                     labels: np.ndarray | None = None, stride: int = 1,
                     max_depth: float = float("inf")) -> np.ndarray:
     """Back-project ``depth`` (H, W metres) to an organised ``(H/stride, W/stride)`` array of
-    :data:`POINT_DTYPE`; ``colours`` is (H, W, 3) uint8, ``labels`` (H, W) ids or None (255)."""
+    :data:`POINT_DTYPE`; ``colours`` is (H, W, 3) uint8 (or already sampled, of the cloud's
+    shape), ``labels`` (H, W) ids or None (255)."""
     height, width = depth.shape
     cam = intrinsics.scaled(width, height)
     z = np.asarray(depth[::stride, ::stride], dtype=np.float32)
-    v, u = np.mgrid[0:height:stride, 0:width:stride].astype(np.float32)
-    valid = np.isfinite(z) & (z > 0) & (z <= max_depth)
-    z = np.where(valid, z, np.nan).astype(np.float32)
+    ray_x, ray_y = _rays(height, width, stride, float(cam.fx), float(cam.fy), float(cam.cx),
+                         float(cam.cy))
+    with np.errstate(invalid="ignore"):  # NaN depth compares false: an invalid point
+        valid = (z > 0) & (z <= max_depth)
+    z = np.where(valid, z, np.float32(np.nan))  # also maps inf to NaN
     points = np.empty(z.shape, dtype=POINT_DTYPE)
-    points["x"] = (u - cam.cx) * z / cam.fx
-    points["y"] = (v - cam.cy) * z / cam.fy
+    points["x"] = ray_x * z
+    points["y"] = ray_y * z
     points["z"] = z
-    c = colours[::stride, ::stride].astype(np.uint32)
-    points["rgb"] = ((c[..., 0] << 16) | (c[..., 1] << 8) | c[..., 2]).view(np.float32)
+    sampled = colours if colours.shape[:2] == z.shape else colours[::stride, ::stride]
+    points["rgb"] = pack_rgb(sampled)
     points["label"] = 255 if labels is None else labels[::stride, ::stride]
     return points
 

@@ -80,11 +80,12 @@ def test_shared_decoders_and_colours_import_without_ros() -> None:
         "for name in ('rclpy', 'sensor_msgs', 'std_msgs', 'builtin_interfaces'):\n"
         "    sys.modules[name] = None  # importing them now fails\n"
         "import types, numpy as np\n"
-        "from mbmt_ros.ros import colorize, compressed, image_conversions, rviz_config, topics\n"
+        "from mbmt_ros.imaging import colorize, compressed, encodings\n"
+        "from mbmt_ros.ros import rviz_config, topics\n"
         "import training.data.bag\n"
         "msg = types.SimpleNamespace(height=1, width=2, step=4, encoding='yuv422', is_bigendian=0,\n"
         "                            data=np.array([128, 235, 128, 235], np.uint8))\n"
-        "print(image_conversions.to_rgb8(msg).tolist())\n")
+        "print(encodings.to_rgb8(msg).tolist())\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[[[255, 255, 255], [255, 255, 255]]]"

@@ -8,6 +8,7 @@ import json
 import math
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -34,7 +35,9 @@ def test_demo_ci_budget_end_to_end_then_reuses_finished_stages(tmp_path: Path) -
     from training.demo.bags import bag_summary
 
     out = tmp_path / "demo"
+    started = time.monotonic()
     first = _demo(out)
+    demo_ms = (time.monotonic() - started) * 1e3
     summary = json.loads((out / "summary.json").read_text())
 
     # the printed summary: comparison table, node figures, file paths
@@ -70,7 +73,7 @@ def test_demo_ci_budget_end_to_end_then_reuses_finished_stages(tmp_path: Path) -
 
     node = summary["node"]
     assert node["frames"] == CI_VAL_FRAMES and node["output_rate_hz"] > 0, node
-    assert 0 < node["latency_p50_ms"] < 10_000, node
+    assert 0 < node["latency_p50_ms"] < demo_ms, node  # a frame's latency is within the run
 
     # second run: data and every stage reused, the node measured and scored again
     second = _demo(out)

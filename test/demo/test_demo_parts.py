@@ -71,7 +71,7 @@ def test_recorded_outputs_round_trip_to_prediction_files(synth: Path, tmp_path: 
     from rclpy.serialization import serialize_message
     from std_msgs.msg import Header
 
-    from mbmt_ros.ros.image_conversions import numpy_to_image
+    from mbmt_ros.ros.image_messages import numpy_to_image
     from training.commands.score import score_folder
     from training.demo.bags import write_bag
     from training.demo.predictions import stamps_of_split, write_predictions

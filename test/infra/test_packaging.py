@@ -204,7 +204,7 @@ def _venv_without_torch(root: Path) -> Path:
 @pytest.mark.slow
 def test_pytest_without_torch_collects_cleanly_and_skips_with_a_reason(tmp_path):
     python = _venv_without_torch(tmp_path)
-    probe = subprocess.run([str(python), "-c", "import importlib.util as u, mbmt_ros.ros.image_conversions;"
+    probe = subprocess.run([str(python), "-c", "import importlib.util as u, mbmt_ros.imaging.encodings;"
                             "print(u.find_spec('torch'))"], capture_output=True, text=True, cwd=tmp_path)
     assert probe.stdout.strip() == "None", probe.stderr  # a robot: no torch, the runtime imports
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -222,10 +222,10 @@ def test_pytest_without_torch_collects_cleanly_and_skips_with_a_reason(tmp_path)
     assert "SKIPPED" in summary and "needs torch (the training stack" in summary
     assert "the model tests need torch" in summary  # test/models/conftest.py
     assert "test/models/test_model_factory.py::" not in items  # skipped, not collected
-    assert "test/ros/test_image_conversions.py::" in items  # the runtime tests are collected
+    assert "test/imaging/test_colorize.py::" in items  # the runtime tests are collected
     # and the runtime tests run: the shared decoder and colours need no torch
     run = subprocess.run([str(python), "-m", "pytest", "-q", "-p", "no:randomly",
-                          "test/ros/test_image_conversions.py", "test/ros/test_colorize.py"],
+                          "test/ros/test_image_conversions.py", "test/imaging/test_colorize.py"],
                          cwd=ROOT, capture_output=True, text=True, timeout=600, env=env)
     assert run.returncode == 0, (run.stdout + run.stderr)[-4000:]
     assert " passed" in run.stdout

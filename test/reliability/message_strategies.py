@@ -7,7 +7,7 @@ import array
 from hypothesis import strategies as st
 from sensor_msgs.msg import Image
 
-from mbmt_ros.ros.image_conversions import ENCODINGS
+from mbmt_ros.imaging.encodings import ENCODINGS
 
 __all__ = ["U32", "encodings", "image_messages"]
 

@@ -19,9 +19,10 @@ from message_strategies import U32, image_messages  # noqa: E402
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image  # noqa: E402
 
 from mbmt_ros.errors import MbmtError  # noqa: E402
-from mbmt_ros.ros.compressed import decode_compressed  # noqa: E402
-from mbmt_ros.ros.errors import ImageConversionError, NodeParameterError  # noqa: E402
-from mbmt_ros.ros.image_conversions import image_to_numpy, to_rgb8  # noqa: E402
+from mbmt_ros.imaging.compressed import decode_compressed  # noqa: E402
+from mbmt_ros.imaging.encodings import image_to_numpy, to_rgb8  # noqa: E402
+from mbmt_ros.imaging.errors import ImageConversionError  # noqa: E402
+from mbmt_ros.ros.errors import NodeParameterError  # noqa: E402
 from mbmt_ros.ros.params import PARAMETERS, NodeParams, field_name, validate_params  # noqa: E402
 from mbmt_ros.ros.pointcloud import intrinsics_from_camera_info  # noqa: E402
 

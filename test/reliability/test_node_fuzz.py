@@ -58,6 +58,14 @@ class LiveNode:
         with self._lock:
             return sec in self.depth_stamps
 
+    def settled(self, received: int) -> bool:
+        """The node has received ``received`` frames and is done with each of them (processed,
+        rejected, dropped, skipped or failed): none is waiting or in flight."""
+        s = self.node.stats
+        with s._lock:
+            done = s.processed + s.rejected + s.dropped + s.skipped + s.errors
+            return s.received >= received and done == s.received
+
     def close(self) -> None:
         import rclpy
 
@@ -90,7 +98,7 @@ _counter = iter(range(1, 10**6))
 
 
 def _good_frame(sec: int):
-    from mbmt_ros.ros.image_conversions import numpy_to_image
+    from mbmt_ros.ros.image_messages import numpy_to_image
 
     msg = numpy_to_image(np.full((24, 40, 3), 128, np.uint8), "rgb8")
     msg.header.stamp.sec = sec
@@ -104,11 +112,15 @@ def _good_frame(sec: int):
 @given(bad=image_messages())
 def test_malformed_frames_never_stop_the_node(live: LiveNode, bad) -> None:
     bad.header.stamp.sec = 0
+    received = live.node.stats.received + 1
     live.pub.publish(bad)
-    time.sleep(0.03)  # let the node take it before the good frame replaces it
+    deadline = time.monotonic() + 60
+    while not live.settled(received):  # the node took it before the good frame can replace it
+        assert time.monotonic() < deadline, "the bad frame was never taken"
+        time.sleep(0.005)
     sec = next(_counter)
     live.pub.publish(_good_frame(sec))
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 60
     while not live.answered(sec):
         assert time.monotonic() < deadline, "the node stopped answering after a bad frame"
         time.sleep(0.01)

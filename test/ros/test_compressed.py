@@ -9,8 +9,9 @@ import pytest
 from PIL import Image as PILImage
 from sensor_msgs.msg import CompressedImage
 
-from mbmt_ros.ros.compressed import decode_compressed, encode_compressed
-from mbmt_ros.ros.errors import ImageConversionError
+from mbmt_ros.imaging.compressed import decode_compressed
+from mbmt_ros.imaging.errors import ImageConversionError
+from mbmt_ros.ros.image_messages import encode_compressed
 
 RGB = np.random.default_rng(1).integers(0, 256, (24, 32, 3), dtype=np.uint8)
 

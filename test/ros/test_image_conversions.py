@@ -11,16 +11,16 @@ from hypothesis import strategies as st
 from sensor_msgs.msg import Image
 from std_msgs.msg import Header
 
-from mbmt_ros.ros.errors import ImageConversionError
-from mbmt_ros.ros.image_conversions import (
+from mbmt_ros.imaging.encodings import (
     ENCODINGS,
     INPUT_ENCODINGS,
     image_to_numpy,
-    numpy_to_image,
     rgb8_to_yuv422,
     to_rgb8,
     yuv422_to_rgb8,
 )
+from mbmt_ros.imaging.errors import ImageConversionError
+from mbmt_ros.ros.image_messages import numpy_to_image
 
 RNG = np.random.default_rng(0)
 
@@ -167,7 +167,7 @@ def test_bayer_to_rgb8_is_bilinear_demosaicing(pattern: str, bits: int) -> None:
 
 
 def test_encodings_match_case_insensitively_and_depth_converts_to_metres() -> None:
-    from mbmt_ros.ros.image_conversions import to_depth_m
+    from mbmt_ros.imaging.encodings import to_depth_m
 
     mm = np.array([[0, 1500, 65535]], np.uint16)
     msg = numpy_to_image(mm, "16UC1")

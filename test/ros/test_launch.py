@@ -37,7 +37,7 @@ REPO = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent
 LAUNCH = REPO / "launch" / "perception.launch.py"
 DOCUMENTED_ARGS = {"namespace", "use_sim_time", "autostart", "image", "camera_info", "params_file",
-                   "bundle", "backend", "rviz", "fixed_frame"}
+                   "bundle", "backend", "rviz", "fixed_frame", "dds_profile"}
 #: Outputs rviz cannot show as an image: class ids (mono8 0..12 looks black) and raw 32FC3
 #: normals; rviz shows their colour versions instead.
 NOT_DISPLAYED = {SEG, NORMALS_TOPIC}

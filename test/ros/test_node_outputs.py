@@ -7,15 +7,15 @@ import numpy as np
 import pytest
 from std_msgs.msg import Header
 
-from mbmt_ros.ros.colorize import (
+from mbmt_ros.imaging.colorize import (
     colorize_depth,
     colorize_normals,
     colorize_segmentation,
     load_palette,
     palette_lut,
 )
-from mbmt_ros.ros.errors import NodeParameterError
-from mbmt_ros.ros.image_conversions import image_to_numpy
+from mbmt_ros.imaging.encodings import image_to_numpy
+from mbmt_ros.imaging.errors import PaletteError
 from mbmt_ros.ros.outputs import OUTPUT_TOPICS, POINTS, OutputOptions, build_outputs
 from mbmt_ros.ros.pointcloud import POINT_DTYPE, Intrinsics, depth_to_points, points_to_msg
 
@@ -42,7 +42,7 @@ def test_palette_lut_and_overlay() -> None:
     half = colorize_segmentation(labels, lut, image, alpha=0.5)
     np.testing.assert_array_equal(half[0, 0], [178, 50, 50])
     np.testing.assert_array_equal(half[0, 2], [100, 100, 100])  # no prediction: input shows
-    with pytest.raises(NodeParameterError, match="0..255"):
+    with pytest.raises(PaletteError, match="0..255"):
         palette_lut([(300, 0, 0)])
 
 
@@ -52,10 +52,10 @@ def test_load_palette(tmp_path) -> None:
     assert load_palette(good, 2) == [(1, 2, 3), (4, 5, 6)]
     (tmp_path / "p.yaml").write_text("palette:\n  - [1, 2, 3]\n")
     assert load_palette(tmp_path / "p.yaml", 1) == [(1, 2, 3)]
-    with pytest.raises(NodeParameterError, match="has 2 colours but the model has 3"):
+    with pytest.raises(PaletteError, match="has 2 colours but the model has 3"):
         load_palette(good, 3)
     (tmp_path / "bad.json").write_text("[[1, 2]]")
-    with pytest.raises(NodeParameterError, match="bad.json"):
+    with pytest.raises(PaletteError, match="bad.json"):
         load_palette(tmp_path / "bad.json", 1)
 
 

@@ -33,8 +33,8 @@ def _rgb(seed: int) -> np.ndarray:
 def _image(encoding: str, seed: int, stamp_sec: int):
     from std_msgs.msg import Header
 
-    from mbmt_ros.ros.compressed import encode_compressed
-    from mbmt_ros.ros.image_conversions import ENCODINGS, numpy_to_image, rgb8_to_yuv422
+    from mbmt_ros.imaging.encodings import ENCODINGS, rgb8_to_yuv422
+    from mbmt_ros.ros.image_messages import encode_compressed, numpy_to_image
 
     rgb = _rgb(seed)
     header = Header(frame_id="camera_optical_frame")
@@ -76,8 +76,8 @@ def test_every_encoding_gives_every_topic_equal_to_the_predictor(harness_factory
     from diagnostic_msgs.msg import DiagnosticArray
     from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 
-    from mbmt_ros.ros.compressed import decode_compressed
-    from mbmt_ros.ros.image_conversions import image_to_numpy, to_rgb8
+    from mbmt_ros.imaging.compressed import decode_compressed
+    from mbmt_ros.imaging.encodings import image_to_numpy, to_rgb8
     from mbmt_ros.runtime import open_predictor
 
     h = harness_factory({"bundle": str(tiny_bundle), **CPU, "pointcloud": True,
@@ -147,7 +147,7 @@ def test_every_encoding_gives_every_topic_equal_to_the_predictor(harness_factory
     reference.close()
 
     values = wait_for(lambda: _diag_values(diagnostics).get("processed_frames", "0") != "0"
-                      and _diag_values(diagnostics), timeout=5)
+                      and _diag_values(diagnostics), timeout=30)
     assert values["backend"] == "onnxruntime" and values["precision"] == "fp32"
     assert values["rejected_frames"] == "0"
 
@@ -201,10 +201,11 @@ def test_nothing_is_computed_without_subscribers(harness_factory, tiny_bundle):
     for i in range(5):
         pub.publish(_image("rgb8", i, 300 + i))
         time.sleep(0.05)
-    wait_for(lambda: h.node.stats.received >= 3)
-    time.sleep(0.3)
+    # every frame that arrived is done with (dropped or skipped): nothing is waiting
+    wait_for(lambda: h.node.stats.received >= 3 and h.node.stats.skipped
+             == h.node.stats.received - h.node.stats.dropped)  # skipped: not even decoded
     assert made[0].calls == warm_up_calls  # frames arrive, but nobody listens: the backend stays idle
-    assert h.node.stats.skipped == h.node.stats.received - h.node.stats.dropped  # not even decoded
+    assert h.node.stats.processed == 0
     depth = h.subscribe(Image, f"{h.prefix}/depth")
     wait_for(lambda: h.node._outputs["~/depth"].get_subscription_count())
     wait_for(lambda: depth.snapshot() or pub.publish(_image("rgb8", 9, 309)), period=0.3)
@@ -224,21 +225,33 @@ def _rss_mb() -> float:
 
 def test_60hz_camera_with_slow_backend_processes_newest_and_counts_drops(harness_factory, tiny_bundle):
     from diagnostic_msgs.msg import DiagnosticArray
+    from rclpy.qos import QoSProfile
     from sensor_msgs.msg import Image
 
     from mbmt_ros.runtime import open_predictor
 
-    def slow_factory(bundle, backend, precision, device, **options):
-        return SlowPredictor(open_predictor(bundle, backend, precision, device, **options), delay=0.1)
+    delay = 0.1  # the backend can never produce more than one output per 0.1 s
 
-    h = harness_factory({"bundle": str(tiny_bundle), **CPU, "tasks": ["depth"]}, slow_factory)
+    def slow_factory(bundle, backend, precision, device, **options):
+        return SlowPredictor(open_predictor(bundle, backend, precision, device, **options), delay)
+
+    # a deep reliable output queue (node and subscriber), so that every output the node
+    # publishes is received whatever the load: outputs can then be counted exactly
+    h = harness_factory({"bundle": str(tiny_bundle), **CPU, "tasks": ["depth"],
+                         "qos.output_depth": 100}, slow_factory)
     assert h.node.autostart(), h.node.transition_error
-    depth = h.subscribe(Image, f"{h.prefix}/depth")
+    depth = h.subscribe(Image, f"{h.prefix}/depth", QoSProfile(depth=100))
     diagnostics = h.subscribe(DiagnosticArray, "/diagnostics")
     pub = h.client.create_publisher(Image, "image", 10)
     wait_for(lambda: pub.get_subscription_count() and h.node._outputs["~/depth"].get_subscription_count())
 
     frames = [_image("rgb8", i % 4, 1000 + i) for i in range(240)]  # 4 s at 60 Hz
+    stats = h.node.stats
+
+    def counts() -> tuple[int, int, int]:  # one consistent snapshot
+        with stats._lock:
+            return stats.received, stats.processed, stats.dropped
+
     start = time.monotonic()
     rss = []
     for i, msg in enumerate(frames):
@@ -246,25 +259,27 @@ def test_60hz_camera_with_slow_backend_processes_newest_and_counts_drops(harness
         if i in (60, 239):
             rss.append(_rss_mb())
         time.sleep(max(0.0, start + (i + 1) / 60 - time.monotonic()))
-    wait_for(lambda: any(m.header.stamp.sec >= 1000 + 230 for m in depth.snapshot()), timeout=5)
-    time.sleep(0.3)
-
-    stamps = [m.header.stamp.sec for m in depth.snapshot() if m.header.stamp.sec >= 1000]
-    stats = h.node.stats
-    assert stamps == sorted(stamps) and len(set(stamps)) == len(stamps)
-    assert 15 <= len(stamps) <= 50, len(stamps)  # ~10 Hz backend for 4 s
+    # best-effort input may lose frames in DDS under load (seen: 110 of 240 arrived on a busy
+    # 2-core CI machine); those never reach the node. Wait until the node has settled: every
+    # frame it received is processed (and its output received) or dropped.
+    wait_for(lambda: any(m.header.stamp.sec >= 1000 + 230 for m in depth.snapshot()), timeout=60)
+    received, processed, dropped = wait_for(
+        lambda: (c := counts())[1] + c[2] == c[0] and len(depth.snapshot()) == c[1] and c,
+        timeout=60)
+    elapsed = time.monotonic() - start
+    stamps = [m.header.stamp.sec for m in depth.snapshot()]
+    assert len(stamps) == processed and all(1000 <= s < 1240 for s in stamps)
+    assert stamps == sorted(stamps) and len(set(stamps)) == len(stamps)  # in order, no repeats
+    # never more than the slow backend could produce in the time it had, however fast or
+    # slow this machine is; the camera outpaced it and what it could not process was dropped
+    # and counted: received = processed + dropped, nothing is queued behind
+    assert 2 <= processed <= elapsed / delay + 1, (processed, elapsed)
+    assert received > processed and dropped == received - processed
     assert max(stamps) >= 1000 + 230  # the newest frames, not a backlog
-    # best-effort input may also lose frames in DDS under load (seen: 110 of 240 arrived on a
-    # busy 2-core CI machine); those never reach the node. What must hold: the camera outpaced
-    # the 10 Hz backend, and the frames it could not process were dropped and counted.
-    assert stats.received >= 2 * stats.processed and stats.dropped >= stats.received // 2
-    assert stats.received - stats.processed - 1 <= stats.dropped <= stats.received - stats.processed
-    # keep-last-1 reliable output: a heavily loaded machine may replace one before delivery
-    assert stats.processed - 2 <= len(stamps) <= stats.processed
     assert rss[1] - rss[0] < 30, f"memory grew from {rss[0]:.0f} to {rss[1]:.0f} MB"
-    values = wait_for(lambda: int(_diag_values(diagnostics).get("dropped_frames", 0)) >= stats.dropped
-                      and _diag_values(diagnostics), timeout=3)
-    assert float(values["output_rate_hz"]) <= 12
+    # /diagnostics reports the same totals (a report after the node settled)
+    wait_for(lambda: (v := _diag_values(diagnostics)).get("dropped_frames") == str(dropped)
+             and v.get("processed_frames") == str(processed), timeout=30)
 
 
 def test_malformed_messages_are_rejected_and_counted(harness_factory, tiny_bundle):
@@ -299,11 +314,13 @@ def test_malformed_messages_are_rejected_and_counted(harness_factory, tiny_bundl
     malformed = [bad(step=10), bad(data=array.array("B", bytes(100))), bad(encoding="bayer_xyz8"),
                  bad(height=0, width=0, step=0, data=array.array("B"))]
     jpeg = bytes(_image("jpeg", 0, 7).data)
-    for msg in malformed:
+    for n, msg in enumerate(malformed, 1):
         pub.publish(msg)
-        time.sleep(0.15)  # one at a time: the newest-frame slot would otherwise drop some
+        # one at a time: the newest-frame slot would otherwise drop some
+        wait_for(lambda n=n: h.node.stats.rejected == n)
     cpub.publish(CompressedImage(format="jpeg", data=array.array("B", jpeg[: len(jpeg) // 3])))
-    wait_for(lambda: h.node.stats.rejected == 4 and hc.node.stats.rejected == 1, timeout=5)
+    wait_for(lambda: h.node.stats.rejected == 4 and hc.node.stats.rejected == 1)
+    assert h.node.stats.dropped == 0
     values = wait_for(lambda: _diag_values(statuses, "raw_perception").get("rejected_frames") == "4"
                       and _diag_values(statuses, "raw_perception"))
     assert values["rejected_frames"] == "4"

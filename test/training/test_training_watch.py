@@ -142,7 +142,7 @@ def test_console_filter_keeps_the_file_complete(tmp_path):
 def test_result_grid_has_depth_colour_bar_and_class_legend(tmp_path):
     from PIL import Image
 
-    from mbmt_ros.ros.colorize import DEPTH_COLORMAP
+    from mbmt_ros.imaging.colorize import DEPTH_COLORMAP
     from mbmt_ros.tasks import default_palette
     from training.plots import save_result_grid
 

@@ -5,21 +5,28 @@ rgb8, bgr8, rgba8, bgra8, mono8, mono16, YUV 4:2:2 (yuv422/uyvy, yuv422_yuy2/yuy
 depth 16UC1/mono16 millimetres or 32FC1 metres) and ``sensor_msgs/CompressedImage``
 (JPEG/PNG colour, ``compressedDepth`` PNG depth) into NumPy arrays and ``CameraInfo`` into
 :class:`CameraIntrinsics`. Images are decoded by the node's own decoder
-(:mod:`mbmt_ros.ros.image_conversions`, :mod:`mbmt_ros.ros.compressed`), so a camera the node
-accepts is a camera ``extract-bag`` accepts. Writing records RGB (rgb8 or JPEG), 16UC1 millimetre depth and
+(:mod:`mbmt_ros.imaging`, the ROS-free floor below the node and training), so a camera the
+node accepts is a camera ``extract-bag`` accepts. Writing records RGB (rgb8 or JPEG), 16UC1 millimetre depth and
 CameraInfo, which is how ``mbmt-train synth`` produces a robot-like log.
 """
 from __future__ import annotations
 
-import io
-import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
+from mbmt_ros.imaging.compressed import decode_compressed, decode_compressed_depth, encode_image
+from mbmt_ros.imaging.encodings import (
+    DEPTH_ENCODINGS,
+    ENCODINGS,
+    canonical_encoding,
+    rgb8_to_yuv422,
+    to_depth_m,
+    to_rgb8,
+)
+from mbmt_ros.imaging.errors import ImageConversionError
 from training.data.camera import CameraIntrinsics
 from training.errors import DataError
 
@@ -104,10 +111,6 @@ def iter_messages(reader, topics: dict[str, tuple[str, ...]],
 
 def decode_color(msg, msgtype: str, where: str = "image") -> np.ndarray:
     """An Image / CompressedImage message as uint8 RGB (H, W, 3), decoded as the node does."""
-    from mbmt_ros.ros.compressed import decode_compressed
-    from mbmt_ros.ros.errors import ImageConversionError
-    from mbmt_ros.ros.image_conversions import DEPTH_ENCODINGS, canonical_encoding, to_rgb8
-
     try:
         if msgtype == COMPRESSED:
             return decode_compressed(msg)
@@ -119,38 +122,13 @@ def decode_color(msg, msgtype: str, where: str = "image") -> np.ndarray:
         raise DataError(f"{where}: {exc}") from exc
 
 
-def _compressed_depth(msg, where: str) -> np.ndarray:
-    data = bytes(msg.data)
-    fmt = str(msg.format)
-    start = data.find(b"\x89PNG")
-    if start < 0:
-        raise DataError(f"{where}: compressed depth (format {fmt!r}) holds no PNG image")
-    png = np.asarray(Image.open(io.BytesIO(data[start:])))
-    if "32fc1" in fmt.lower():
-        # compressed_depth_image_transport: quantised inverse depth, header holds A, B
-        if start < 12:
-            raise DataError(f"{where}: 32FC1 compressedDepth without its 12-byte header")
-        _, qa, qb = struct.unpack("<iff", data[:12])
-        q = png.astype(np.float32)
-        with np.errstate(divide="ignore"):
-            depth = np.where(q > 0, qa / (q - qb), 0.0)
-        return depth.astype(np.float32)
-    return png.astype(np.float32) / 1000.0
-
-
 def decode_depth(msg, msgtype: str, where: str = "depth") -> np.ndarray:
     """An Image (16UC1/mono16 mm, 32FC1 m) / compressedDepth message as float32 metres
     (H, W), 0 = invalid."""
-    if msgtype == COMPRESSED:
-        depth = _compressed_depth(msg, where)
-    else:
-        from mbmt_ros.ros.errors import ImageConversionError
-        from mbmt_ros.ros.image_conversions import to_depth_m
-
-        try:
-            depth = to_depth_m(msg)
-        except ImageConversionError as exc:
-            raise DataError(f"{where}: {exc}") from exc
+    try:
+        depth = decode_compressed_depth(msg) if msgtype == COMPRESSED else to_depth_m(msg)
+    except ImageConversionError as exc:
+        raise DataError(f"{where}: {exc}") from exc
     bad = ~np.isfinite(depth) | (depth < 0)
     return np.where(bad, np.float32(0), depth).astype(np.float32)
 
@@ -206,14 +184,10 @@ class RgbdBagWriter:
         h, w = rgb.shape[:2]
         header = self._header(stamp)
         if self.compressed:
-            buf = io.BytesIO()
-            Image.fromarray(rgb).save(buf, format="JPEG", quality=95)
             msg = self._Compressed(header=header, format="rgb8; jpeg compressed rgb8",
-                                   data=np.frombuffer(buf.getvalue(), np.uint8))
+                                   data=np.frombuffer(encode_image(rgb, "jpeg"), np.uint8))
             self._writer.write(self._rgb, stamp, self._store.serialize_cdr(msg, COMPRESSED))
             return
-        from mbmt_ros.ros.image_conversions import ENCODINGS, canonical_encoding, rgb8_to_yuv422
-
         encoding = canonical_encoding(encoding)
         pixels = np.asarray(rgb, np.uint8)
         if encoding == "bgr8":

@@ -1,11 +1,11 @@
 """One colouring module: the node's colour topics and the training result grids share
-``mbmt_ros.ros.colorize`` (one depth colour map, one palette look-up, one normal map)."""
+``mbmt_ros.imaging.colorize`` (one depth colour map, one palette look-up, one normal map)."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from mbmt_ros.ros import colorize
+from mbmt_ros.imaging import colorize
 
 
 def test_depth_colormap_is_matplotlibs_inferno_and_near_is_bright() -> None:

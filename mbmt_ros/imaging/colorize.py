@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mbmt_ros.ros.errors import NodeParameterError
+from mbmt_ros.imaging.errors import PaletteError
 from mbmt_ros.tasks import NO_PREDICTION
 
 __all__ = ["DEPTH_COLORMAP", "DEPTH_COLORMAP_NAME", "palette_lut", "load_palette",
@@ -52,9 +52,9 @@ def palette_lut(palette: Sequence[Sequence[int]]) -> np.ndarray:
     lut = np.zeros((256, 3), dtype=np.uint8)
     colours = np.asarray(palette, dtype=np.int64).reshape(-1, 3)
     if colours.shape[0] > NO_PREDICTION:
-        raise NodeParameterError(f"a palette can colour at most {NO_PREDICTION} classes, got {colours.shape[0]}")
+        raise PaletteError(f"a palette can colour at most {NO_PREDICTION} classes, got {colours.shape[0]}")
     if colours.size and (colours.min() < 0 or colours.max() > 255):
-        raise NodeParameterError("palette colours must be [r, g, b] with values in 0..255")
+        raise PaletteError("palette colours must be [r, g, b] with values in 0..255")
     lut[: colours.shape[0]] = colours
     return lut
 
@@ -70,15 +70,15 @@ def load_palette(path: str | Path, num_classes: int) -> list[tuple[int, int, int
     try:
         loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError, json.JSONDecodeError) as exc:
-        raise NodeParameterError(f"palette_file {path}: cannot read it ({exc}); give a JSON/YAML list of [r, g, b]") from exc
+        raise PaletteError(f"palette_file {path}: cannot read it ({exc}); give a JSON/YAML list of [r, g, b]") from exc
     if isinstance(loaded, dict):
         loaded = loaded.get("palette")
     if not isinstance(loaded, list) or not all(
             isinstance(c, (list, tuple)) and len(c) == 3 and all(isinstance(v, int) and 0 <= v <= 255 for v in c)
             for c in loaded):
-        raise NodeParameterError(f"palette_file {path}: expected a list of [r, g, b] with integers in 0..255")
+        raise PaletteError(f"palette_file {path}: expected a list of [r, g, b] with integers in 0..255")
     if len(loaded) < num_classes:
-        raise NodeParameterError(
+        raise PaletteError(
             f"palette_file {path}: has {len(loaded)} colours but the model has {num_classes} classes")
     return [tuple(c) for c in loaded]
 
@@ -118,16 +118,23 @@ def colorize_segmentation(labels: np.ndarray, lut: np.ndarray, image: np.ndarray
 def colorize_normals(normals: np.ndarray) -> np.ndarray:
     """Unit normals ``(H, W, 3)`` -> RGB ``(n + 1) / 2 * 255`` (the usual normal-map colours);
     invalid normals (a NaN component, or the zero vector of missing labels) are black;
-    components outside [-1, 1] are clipped."""
+    components outside [-1, 1] are clipped.
+
+    Runs on the node's publish path for every frame, so it avoids reductions over the
+    3-long last axis (slow in NumPy): validity is ``x^2 + y^2 + z^2 > 0``, false for NaN."""
     n = np.asarray(normals, dtype=np.float32)
-    invalid = np.isnan(n).any(axis=-1) | ~n.any(axis=-1)
-    n = np.fmax(n, np.float32(-1.0))  # NaN -> -1 (a new array: the input is left alone)
-    np.minimum(n, np.float32(1.0), out=n)
-    n *= 127.5
-    n += 128.0  # + 127.5 to map [-1, 1] to [0, 255], + 0.5 to round on truncation
-    rgb = n.astype(np.uint8)
-    if invalid.any():
-        rgb[invalid] = 0
+    x, y, z = n[..., 0], n[..., 1], n[..., 2]
+    norm2 = x * x
+    norm2 += y * y
+    norm2 += z * z
+    valid = norm2 > 0  # NaN compares false
+    scaled = n * np.float32(127.5)  # a new array: the input is left alone
+    scaled += np.float32(128.0)  # + 127.5 maps [-1, 1] to [0, 255], + 0.5 rounds on truncation
+    np.fmax(scaled, np.float32(0.5), out=scaled)  # clip; NaN -> 0.5 (black below anyway)
+    np.minimum(scaled, np.float32(255.5), out=scaled)
+    rgb = scaled.astype(np.uint8)
+    if not valid.all():
+        rgb *= valid[..., None]
     return rgb
 
 

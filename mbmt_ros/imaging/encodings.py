@@ -3,15 +3,14 @@
 The perception node (rclpy messages) and ``mbmt-train extract-bag`` (``rosbags`` messages)
 both decode camera and depth images here: every function reads only the message fields
 (``height``, ``width``, ``step``, ``encoding``, ``is_bigendian``, ``data``), so any message
-object with those fields works, and importing this module needs no ROS (``sensor_msgs`` is
-imported only by :func:`numpy_to_image`, which builds an rclpy message).
+object with those fields works, and nothing here imports ROS (the node builds its messages
+with :func:`mbmt_ros.ros.image_messages.numpy_to_image`).
 
 :func:`image_to_numpy` returns a *view* of the message buffer (no copy) for every encoding,
 padded row steps included; :func:`to_rgb8` turns any supported camera encoding into the
 network's ``(H, W, 3)`` uint8 RGB input (a view for rgb8/rgba8/bgr8/bgra8, a computed array
 for mono8/mono16, Bayer and YUV 4:2:2); :func:`to_depth_m` turns a 16UC1/mono16 (millimetres)
-or 32FC1 (metres) depth image into float32 metres; :func:`numpy_to_image` builds a message
-with one buffer copy.
+or 32FC1 (metres) depth image into float32 metres.
 
 Encoding names follow ROS ``sensor_msgs/image_encodings.hpp`` (matched case-insensitively):
 ``yuv422`` is UYVY (also ``uyvy``), ``yuv422_yuy2`` is YUYV (also ``yuyv``). YUV is decoded
@@ -20,21 +19,16 @@ mosaics (``bayer_rggb8`` ... ``bayer_grbg16``) are demosaiced bilinearly.
 """
 from __future__ import annotations
 
-import array
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
 
-from mbmt_ros.ros.errors import ImageConversionError
-
-if TYPE_CHECKING:  # rclpy messages; any object with the same fields is accepted
-    from sensor_msgs.msg import Image
-    from std_msgs.msg import Header
+from mbmt_ros.imaging.errors import ImageConversionError
+from mbmt_ros.imaging.messages import ImageMessage
 
 __all__ = [
     "ENCODINGS", "INPUT_ENCODINGS", "DEPTH_ENCODINGS", "EncodingInfo", "canonical_encoding",
-    "image_to_numpy", "numpy_to_image", "to_rgb8", "to_depth_m", "rgb8_to_yuv422",
+    "image_to_numpy", "encoding_info", "to_rgb8", "to_depth_m", "rgb8_to_yuv422",
     "yuv422_to_rgb8", "demosaic",
 ]
 
@@ -84,7 +78,8 @@ def canonical_encoding(encoding: str) -> str:
     return encoding if encoding in ENCODINGS else _BY_LOWER.get(str(encoding).lower(), encoding)
 
 
-def _info(encoding: str) -> EncodingInfo:
+def encoding_info(encoding: str) -> EncodingInfo:
+    """The memory layout of ``encoding`` (case-insensitive ROS name); unknown names raise."""
     try:
         return ENCODINGS[canonical_encoding(encoding)]
     except KeyError:
@@ -92,14 +87,14 @@ def _info(encoding: str) -> EncodingInfo:
             f"unknown image encoding {encoding!r}; supported: {sorted(ENCODINGS)}") from None
 
 
-def image_to_numpy(msg: Image) -> np.ndarray:
+def image_to_numpy(msg: ImageMessage) -> np.ndarray:
     """View the pixels of ``msg`` as ``(H, W)`` or ``(H, W, C)`` (YUV 4:2:2: ``(H, W, 2)`` bytes).
 
     The result shares memory with ``msg.data`` (rows may be padded: the array is then not
     C-contiguous). Raises :class:`ImageConversionError` for a zero size, an unknown encoding,
     a step shorter than a row, a data length other than ``step * height`` or an odd YUV width.
     """
-    info = _info(msg.encoding)
+    info = encoding_info(msg.encoding)
     height, width, step = int(msg.height), int(msg.width), int(msg.step)
     if height <= 0 or width <= 0:
         raise ImageConversionError(f"image has zero size ({width}x{height})")
@@ -123,50 +118,7 @@ def image_to_numpy(msg: Image) -> np.ndarray:
     return pixels.reshape(height, width, info.channels)
 
 
-def numpy_to_image(array_: np.ndarray, encoding: str, header: Header | None = None,
-                   step: int | None = None) -> Image:
-    """Build an Image of ``encoding`` from ``array_`` (shape and dtype must fit the encoding).
-
-    ``step`` (bytes a row) defaults to the packed row size; a larger step pads each row with
-    zeros. The data are copied once into the message buffer.
-    """
-    from sensor_msgs.msg import Image  # only here: decoding needs no ROS
-
-    info = _info(encoding)
-    encoding = canonical_encoding(encoding)
-    arr = np.asarray(array_)
-    expected_ndim = 2 if info.channels == 1 else 3
-    if arr.ndim != expected_ndim or (expected_ndim == 3 and arr.shape[2] != info.channels):
-        raise ImageConversionError(
-            f"{encoding} needs an array of shape (H, W{'' if info.channels == 1 else f', {info.channels}'}),"
-            f" got {arr.shape}")
-    if arr.dtype.kind != np.dtype(info.dtype).kind or arr.dtype.itemsize != np.dtype(info.dtype).itemsize:
-        raise ImageConversionError(f"{encoding} needs dtype {np.dtype(info.dtype)}, got {arr.dtype}")
-    height, width = arr.shape[:2]
-    if height == 0 or width == 0:
-        raise ImageConversionError(f"cannot publish a zero-size image ({width}x{height})")
-    row_bytes = width * info.bytes_per_pixel
-    step = row_bytes if step is None else int(step)
-    if step < row_bytes:
-        raise ImageConversionError(f"step {step} is shorter than a row ({row_bytes} bytes)")
-    native = arr.astype(arr.dtype.newbyteorder("="), copy=False)
-    msg = Image()
-    if header is not None:
-        msg.header = header
-    msg.height, msg.width, msg.encoding, msg.step = height, width, encoding, step
-    msg.is_bigendian = 1 if (native.dtype.itemsize > 1 and np.little_endian is False) else 0
-    data = array.array("B")
-    if step == row_bytes:
-        data.frombytes(np.ascontiguousarray(native).reshape(-1).view(np.uint8).data)
-    else:
-        padded = np.zeros((height, step), dtype=np.uint8)
-        padded[:, :row_bytes] = np.ascontiguousarray(native).view(np.uint8).reshape(height, row_bytes)
-        data.frombytes(padded.data)
-    msg.data = data
-    return msg
-
-
-def to_rgb8(msg: Image) -> np.ndarray:
+def to_rgb8(msg: ImageMessage) -> np.ndarray:
     """The image as ``(H, W, 3)`` uint8 RGB, the network input; a view where the layout allows.
 
     mono16 and 16-bit Bayer keep their 8 most significant bits.
@@ -190,7 +142,7 @@ def to_rgb8(msg: Image) -> np.ndarray:
     return yuv422_to_rgb8(pixels, info.yuv)
 
 
-def to_depth_m(msg: Image) -> np.ndarray:
+def to_depth_m(msg: ImageMessage) -> np.ndarray:
     """A depth image as ``(H, W)`` float32 metres (a new array); 0 marks invalid pixels
     (0, negative or non-finite in the message). 16UC1/mono16 are millimetres, 32FC1 metres."""
     encoding = canonical_encoding(msg.encoding)
