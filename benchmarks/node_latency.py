@@ -70,11 +70,10 @@ BEGIN, END = "<!-- node-latency:begin -->", "<!-- node-latency:end -->"
 
 def export_random_bundle(config: Path, size: tuple[int, int], out: Path) -> Path:
     """Export a random-weight model of ``config`` (a training YAML) at ``size``."""
-    import yaml
-
     from mbmt_ros.models import build_model, save_model
+    from training.config import read_config
 
-    model_cfg = yaml.safe_load(config.read_text())["model"]
+    model_cfg = read_config(config)["model"]
     ckpt = out.parent / f"{out.name}.safetensors"
     save_model(ckpt, build_model(model_cfg, load_weights=False))
     subprocess.run([str(BIN / "mbmt-train"), "export", "--ckpt", str(ckpt), "--out", str(out),

@@ -44,6 +44,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/: shared provenance
 from provenance import git  # noqa: E402
 
+from training.config import read_config  # noqa: E402
+
 RESULTS = REPO / "benchmarks" / "results" / "study_cpu30"
 
 #: The budgets (``--set`` overrides applied to both pipelines). ``cpu30``: the budget of the
@@ -143,7 +145,7 @@ def provenance(argv: list[str], budget: str) -> dict[str, Any]:
 
 
 def _config(name: str, extra_stages: list[dict[str, Any]], drop_kind: str = "export") -> dict:
-    raw = yaml.safe_load((REPO / "config" / "train" / f"{name}.yaml").read_text())
+    raw = read_config(REPO / "config" / "train" / f"{name}.yaml")
     raw["stages"] = [s for s in raw["stages"] if s.get("kind") != drop_kind] + extra_stages
     return raw
 
