@@ -456,10 +456,7 @@ def _size(text: str) -> tuple[int, int]:
     return int(h), int(w)
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["--sleeping-node"]:  # the node with the fixed-latency double (a subprocess)
-        return run_sleeping_node(float(argv[1]), argv[2:])
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", nargs="+", choices=sorted(MODELS), default=["tiny", "paper"],
                         help="tiny: every size, output set and profile; paper: the first size, "
@@ -488,6 +485,48 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-docs", action="store_true", help="do not touch the docs")
     parser.add_argument("--render", action="store_true",
                         help="only render the docs from --json (no measurement)")
+    return parser
+
+
+def _measure_delivery(args: argparse.Namespace, bundle_of: Any, envs: dict[str, dict[str, str]],
+                      data: dict[str, Any]) -> None:
+    """Every delivery row (model x size x output set x profile) into ``data["results"]``."""
+    cases = [(m, s, o, pr) for m in args.models
+             for s in (args.sizes if m == "tiny" else args.sizes[:1])
+             for o in args.outputs
+             for pr in (args.profiles if m == "tiny" else args.profiles[:1])]
+    for model, size, outputs, profile in cases:
+        started = time.monotonic()
+        image = np.random.default_rng(0).integers(0, 256, (*size, 3), dtype=np.uint8)
+        result = measure_delivery(bundle_of(model, size), args, image, OUTPUT_SETS[outputs],
+                                  envs[profile])
+        data["results"].append({"model": model, "config": str(MODELS[model]),
+                                "size": list(size), "outputs": outputs, "profile": profile,
+                                **result, "wall_s": round(time.monotonic() - started, 1)})
+        d, e = result["diagnostics"], _e2e(result)
+        print(f"{model} {size} {outputs} {profile}: predict p50 {d['predict_p50_ms']} ms, "
+              f"overhead p50 {d.get('overhead_p50_ms')} ms, e2e p50/p99/max "
+              f"{e['p50']:.1f}/{e['p99']:.1f}/{e['max']:.1f} ms", flush=True)
+
+
+def _measure_overlap_curve(args: argparse.Namespace, bundle_of: Any,
+                           envs: dict[str, dict[str, str]], data: dict[str, Any]) -> None:
+    """The overlap curve (the sleeping double at each P, then ONNX Runtime) into
+    ``data["overlap"]``."""
+    size = args.sizes[0]
+    image = np.random.default_rng(0).integers(0, 256, (*size, 3), dtype=np.uint8)
+    for sleep_ms in [*args.sleep_ms, None]:
+        result = measure_overlap(bundle_of("tiny", size), args, image, envs["shipped"], sleep_ms)
+        data["overlap"].append(result)
+        print(f"overlap {result['backend']} P {result['predict_ms']:.1f} ms: "
+              f"{result['throughput_hz']:.2f} Hz of {result['ideal_hz']:.2f}", flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["--sleeping-node"]:  # the node with the fixed-latency double (a subprocess)
+        return run_sleeping_node(float(argv[1]), argv[2:])
+    parser = _parser()
     args = parser.parse_args(argv)
     if args.render:
         write_docs(json.loads(args.json.read_text(encoding="utf-8")))
@@ -505,6 +544,7 @@ def main(argv: list[str] | None = None) -> int:
                      "are for an idle machine; wait, or pass --ignore-load for a smoke run")
 
     from mbmt_ros.dds_profile import node_transport_env
+    from mbmt_ros.io import atomic_write_json
 
     envs = {"shipped": node_transport_env({}, "").env, "none": {}}
     data: dict[str, Any] = {
@@ -526,32 +566,9 @@ def main(argv: list[str] | None = None) -> int:
                     MODELS[model], size, Path(tmp) / f"{model}_{size[0]}x{size[1]}")
             return bundles[model, size]
 
-        cases = [(m, s, o, pr) for m in args.models
-                 for s in (args.sizes if m == "tiny" else args.sizes[:1])
-                 for o in args.outputs
-                 for pr in (args.profiles if m == "tiny" else args.profiles[:1])]
-        for model, size, outputs, profile in cases:
-            started = time.monotonic()
-            image = np.random.default_rng(0).integers(0, 256, (*size, 3), dtype=np.uint8)
-            result = measure_delivery(bundle_of(model, size), args, image, OUTPUT_SETS[outputs],
-                                      envs[profile])
-            data["results"].append({"model": model, "config": str(MODELS[model]),
-                                    "size": list(size), "outputs": outputs, "profile": profile,
-                                    **result, "wall_s": round(time.monotonic() - started, 1)})
-            d, e = result["diagnostics"], _e2e(result)
-            print(f"{model} {size} {outputs} {profile}: predict p50 {d['predict_p50_ms']} ms, "
-                  f"overhead p50 {d.get('overhead_p50_ms')} ms, e2e p50/p99/max "
-                  f"{e['p50']:.1f}/{e['p99']:.1f}/{e['max']:.1f} ms", flush=True)
-        size = args.sizes[0]
-        image = np.random.default_rng(0).integers(0, 256, (*size, 3), dtype=np.uint8)
-        for sleep_ms in [*args.sleep_ms, None]:
-            result = measure_overlap(bundle_of("tiny", size), args, image, envs["shipped"], sleep_ms)
-            data["overlap"].append(result)
-            print(f"overlap {result['backend']} P {result['predict_ms']:.1f} ms: "
-                  f"{result['throughput_hz']:.2f} Hz of {result['ideal_hz']:.2f}", flush=True)
+        _measure_delivery(args, bundle_of, envs, data)
+        _measure_overlap_curve(args, bundle_of, envs, data)
     data["machine"]["load_avg_1min_end"] = round(os.getloadavg()[0], 2)
-    from mbmt_ros.io import atomic_write_json
-
     args.json.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_json(args.json, data)
     print(render(data)["benchmarks"])

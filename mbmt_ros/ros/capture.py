@@ -42,24 +42,15 @@ from typing import Any
 
 import numpy as np
 
-from mbmt_ros.ros.capture_folder import LOCK_NAME, FolderLock, claim_directory, prepare_directory
-from mbmt_ros.ros.capture_policy import CaptureConfig, CapturePolicy, uncertain_fraction
+from mbmt_ros.ros.capture_folder import claim_directory
+from mbmt_ros.ros.capture_policy import CaptureConfig, CapturePolicy
 from mbmt_ros.ros.capture_segment import Segment, estimate_bytes, folder_bytes
 from mbmt_ros.ros.capture_topics import (
-    CAMERA_INFO,
-    COMPRESSED,
-    DEFAULT_TOPICS,
-    IMAGE,
     CaptureMessage,
-    ExtraTopics,
-    cdr_stamp_ns,
-    topic_msgtype,
 )
 from mbmt_ros.ros.errors import CaptureError
 
-__all__ = ["IMAGE", "COMPRESSED", "CAMERA_INFO", "DEFAULT_TOPICS", "LOCK_NAME", "CaptureConfig",
-           "CaptureMessage", "CapturePolicy", "ExtraTopics", "FolderLock", "FrameCapture",
-           "REFUSED", "cdr_stamp_ns", "prepare_directory", "topic_msgtype", "uncertain_fraction"]
+__all__ = ["FrameCapture", "REFUSED"]
 
 _MB = 1_000_000
 _STOP = object()  # ends the writer thread

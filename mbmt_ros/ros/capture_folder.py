@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import fcntl
 import os
-import socket
+import platform
 from pathlib import Path
 
 from mbmt_ros.io import remove_stale_temporaries
@@ -58,7 +58,7 @@ class FolderLock:
                 break
             os.close(fd)
         previous = _read(fd)
-        me = f"{os.getpid()} on {socket.gethostname()}"
+        me = f"{os.getpid()} on {platform.node()}"
         self.took_over = previous if previous and previous != me else ""
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{me}\n".encode(), 0)

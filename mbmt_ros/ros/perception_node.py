@@ -49,14 +49,14 @@ from mbmt_ros.imaging.colorize import load_palette, palette_lut
 from mbmt_ros.imaging.compressed import decode_compressed
 from mbmt_ros.imaging.encodings import to_rgb8
 from mbmt_ros.imaging.errors import ImageConversionError
-from mbmt_ros.ros.capture import (
+from mbmt_ros.ros.capture import FrameCapture
+from mbmt_ros.ros.capture_folder import prepare_directory
+from mbmt_ros.ros.capture_policy import CaptureConfig
+from mbmt_ros.ros.capture_topics import (
     COMPRESSED,
     IMAGE,
-    CaptureConfig,
     CaptureMessage,
     ExtraTopics,
-    FrameCapture,
-    prepare_directory,
     topic_msgtype,
 )
 from mbmt_ros.ros.diagnostics import FrameStats, FrameTiming

@@ -105,7 +105,7 @@ def test_uncertain_frame_captured_confident_not_and_extract_bag_reads_it(
         harness_factory, tiny_bundle, tmp_path):
     from rclpy.qos import QoSProfile
 
-    from mbmt_ros.ros.capture import uncertain_fraction
+    from mbmt_ros.ros.capture_policy import uncertain_fraction
     from mbmt_ros.runtime import open_predictor
 
     reference = open_predictor(str(tiny_bundle), **CPU)
@@ -279,7 +279,7 @@ def test_sigkill_during_capture_leaves_readable_segments(tiny_bundle, tmp_path):
         assert list((tmp_path / f"dataset{i}" / "train" / "image").iterdir())
     # the cut-off segment is a hidden partial folder and the lock file names the dead node;
     # the next start takes the stale lock over and removes the partial folder
-    from mbmt_ros.ros.capture import LOCK_NAME, prepare_directory
+    from mbmt_ros.ros.capture_folder import LOCK_NAME, prepare_directory
 
     assert any(p.name.endswith(".partial") for p in root.iterdir())
     assert (root / LOCK_NAME).read_text().startswith(f"{proc.pid} on ")
@@ -302,7 +302,7 @@ def test_second_node_on_a_capture_folder_is_refused_with_the_owner(harness_facto
                                                                    tmp_path):
     from rclpy.qos import QoSProfile
 
-    from mbmt_ros.ros.capture import prepare_directory
+    from mbmt_ros.ros.capture_folder import prepare_directory
 
     params = {"bundle": str(tiny_bundle), **CPU, **RELIABLE, **_capture_params(
         tmp_path, min_confidence=1.0, uncertain_fraction=0.0, segment_frames=100)}

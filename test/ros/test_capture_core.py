@@ -16,18 +16,16 @@ import pytest
 
 pytest.importorskip("rosbags")
 
-from mbmt_ros.ros.capture import (  # noqa: E402
+from mbmt_ros.ros.capture import FrameCapture  # noqa: E402
+from mbmt_ros.ros.capture_folder import LOCK_NAME  # noqa: E402
+from mbmt_ros.ros.capture_policy import CaptureConfig, CapturePolicy, uncertain_fraction  # noqa: E402
+from mbmt_ros.ros.capture_topics import (  # noqa: E402
     CAMERA_INFO,
     IMAGE,
-    LOCK_NAME,
-    CaptureConfig,
     CaptureMessage,
-    CapturePolicy,
     ExtraTopics,
-    FrameCapture,
     cdr_stamp_ns,
     topic_msgtype,
-    uncertain_fraction,
 )
 from mbmt_ros.ros.errors import CaptureError  # noqa: E402
 
