@@ -33,7 +33,7 @@ CAMERA = """
 import sys, time, numpy as np, rclpy
 from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import Image
-from mbmt_ros.ros.image_conversions import numpy_to_image
+from mbmt_ros.ros.image_messages import numpy_to_image
 frames, rate = int(sys.argv[1]), float(sys.argv[2])
 rclpy.init()
 node = rclpy.create_node("camera_driver")

@@ -206,7 +206,7 @@ def test_teacher_extra_input_from_labels():
 
 
 def test_colour_maps():
-    """The result grids colour with the node's module (mbmt_ros.ros.colorize): void and
+    """The result grids colour with the node's module (mbmt_ros.imaging.colorize): void and
     invalid pixels black, one depth colour map."""
     from mbmt_ros.imaging.colorize import (
         colorize_depth,
