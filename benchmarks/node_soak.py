@@ -246,6 +246,49 @@ def tracemalloc_growth(folder: Path, period_s: float, warmup_s: float, top: int 
                      "count_diff": s.count_diff} for s in stats[:top]]}
 
 
+def _node_command(bundle: Path, backend: str, device: str, precision: str, pointcloud: bool,
+                  tracemalloc_s: float, snapshots: Path) -> list[str]:
+    """The node's command line: the perception node, or it under tracemalloc (``snapshots``
+    every ``tracemalloc_s`` seconds)."""
+    ros_args = ["--ros-args", "-r", "__node:=perception_node", "-r", "image:=/soak/image",
+                "-r", "camera_info:=/soak/camera_info",
+                "-p", f"bundle:={bundle}", "-p", f"backend:={backend}", "-p", f"device:={device}",
+                "-p", f"precision:={precision}", "-p", f"pointcloud:={str(pointcloud).lower()}"]
+    if tracemalloc_s > 0:
+        snapshots.mkdir()
+        return [sys.executable, __file__, "--traced-node", str(snapshots), str(tracemalloc_s),
+                *ros_args]
+    return [sys.executable, "-m", "mbmt_ros.ros.perception_node", *ros_args]
+
+
+def _camera_loop(publish: Any, messages: list[Any], rate: float, minutes: float,
+                 sample_s: float, pid: int, samples: list[tuple[float, float, float]],
+                 published: list[int]) -> None:
+    """Publish ``messages`` in turn at ``rate`` Hz for ``minutes`` (never in a burst after
+    falling behind), sampling the node's RSS and the load average every ``sample_s``
+    seconds into ``samples`` (s since start, RSS MiB, load) and each publish time (ns) into
+    ``published``; one more sample after the last frame has been handled."""
+    start = time.monotonic()
+    period, next_pub, next_sample, i = 1.0 / rate, start, start, 0
+    end = start + minutes * 60
+    while time.monotonic() < end:
+        now = time.monotonic()
+        if now >= next_sample:
+            samples.append((now - start, rss_mb(pid), os.getloadavg()[0]))
+            next_sample += sample_s
+        if now >= next_pub:
+            publish(messages[i % len(messages)])
+            published.append(time.time_ns())
+            i += 1
+            next_pub += period
+            if next_pub < now - 1.0:  # fell behind by > 1 s: do not burst
+                next_pub = now
+        time.sleep(max(0.0, min(next_pub, next_sample) - time.monotonic()))
+    time.sleep(1.0)
+    samples.append((time.monotonic() - start, rss_mb(pid), os.getloadavg()[0]))
+    time.sleep(1.2)  # one more diagnostics period
+
+
 def soak(bundle: Path, minutes: float, rate: float, size: tuple[int, int], backend: str,
          device: str, precision: str, sample_s: float, warmup_s: float, log: Path,
          pointcloud: bool = False, tracemalloc_s: float = 0.0) -> dict:
@@ -257,16 +300,8 @@ def soak(bundle: Path, minutes: float, rate: float, size: tuple[int, int], backe
     from mbmt_ros.dds_profile import node_transport_env
     from mbmt_ros.ros.image_messages import numpy_to_image
 
-    ros_args = ["--ros-args", "-r", "__node:=perception_node", "-r", "image:=/soak/image",
-                "-r", "camera_info:=/soak/camera_info",
-                "-p", f"bundle:={bundle}", "-p", f"backend:={backend}", "-p", f"device:={device}",
-                "-p", f"precision:={precision}", "-p", f"pointcloud:={str(pointcloud).lower()}"]
     snapshots = log.parent / "tracemalloc"
-    if tracemalloc_s > 0:
-        snapshots.mkdir()
-        cmd = [sys.executable, __file__, "--traced-node", str(snapshots), str(tracemalloc_s), *ros_args]
-    else:
-        cmd = [sys.executable, "-m", "mbmt_ros.ros.perception_node", *ros_args]
+    cmd = _node_command(bundle, backend, device, precision, pointcloud, tracemalloc_s, snapshots)
     transport = node_transport_env(os.environ, "")  # the node as the launch file starts it
     context = rclpy.Context()
     rclpy.init(context=context)
@@ -294,30 +329,15 @@ def soak(bundle: Path, minutes: float, rate: float, size: tuple[int, int], backe
             time.sleep(0.1)
         params = node_parameters(node, "/perception_node")
         time.sleep(1.0)
-        start = time.monotonic()
-        period, next_pub, next_sample, i = 1.0 / rate, start, start, 0
-        end = start + minutes * 60
-        while time.monotonic() < end:
-            now = time.monotonic()
-            if now >= next_sample:
-                samples.append((now - start, rss_mb(proc.pid), os.getloadavg()[0]))
-                next_sample += sample_s
-            if now >= next_pub:
-                msg = messages[i % len(messages)]
-                msg.header.stamp = node.get_clock().now().to_msg()
-                if pointcloud:
-                    info.header.stamp = msg.header.stamp
-                    info_pub.publish(info)
-                pub.publish(msg)
-                published.append(time.time_ns())
-                i += 1
-                next_pub += period
-                if next_pub < now - 1.0:  # fell behind by > 1 s: do not burst
-                    next_pub = now
-            time.sleep(max(0.0, min(next_pub, next_sample) - time.monotonic()))
-        time.sleep(1.0)
-        samples.append((time.monotonic() - start, rss_mb(proc.pid), os.getloadavg()[0]))
-        time.sleep(1.2)  # one more diagnostics period
+
+        def publish(msg: Any) -> None:
+            msg.header.stamp = node.get_clock().now().to_msg()
+            if pointcloud:
+                info.header.stamp = msg.header.stamp
+                info_pub.publish(info)
+            pub.publish(msg)
+
+        _camera_loop(publish, messages, rate, minutes, sample_s, proc.pid, samples, published)
     finally:
         proc.send_signal(2)
         try:
@@ -601,10 +621,7 @@ def write_section(path: Path, text: str) -> None:
     atomic_write_text(path, new)
 
 
-def main(argv: list[str] | None = None) -> int:
-    args_in = sys.argv[1:] if argv is None else list(argv)
-    if args_in[:1] == ["--traced-node"]:  # the node under tracemalloc (a subprocess)
-        return run_traced_node(Path(args_in[1]), float(args_in[2]), args_in[3:])
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     src = parser.add_mutually_exclusive_group()
     src.add_argument("--bundle", type=Path, help="an exported model bundle")
@@ -634,6 +651,14 @@ def main(argv: list[str] | None = None) -> int:
                         help="only rewrite the Soak section from --json (no measurement)")
     parser.add_argument("--note", default="",
                         help="an optional remark stored in the JSON and shown under the machine line")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args_in = sys.argv[1:] if argv is None else list(argv)
+    if args_in[:1] == ["--traced-node"]:  # the node under tracemalloc (a subprocess)
+        return run_traced_node(Path(args_in[1]), float(args_in[2]), args_in[3:])
+    parser = _parser()
     args = parser.parse_args(args_in)
     if args.render:
         write_section(args.markdown, render(json.loads(args.json.read_text(encoding="utf-8"))))

@@ -35,7 +35,7 @@ from mbmt_ros.ros.rviz_config import (
     node_parameters,
     write_rviz_config,
 )
-from mbmt_ros.ros.topics import NODE_NAME
+from mbmt_ros.topics import NODE_NAME
 
 PACKAGE = "mbmt_ros"
 

@@ -15,7 +15,8 @@ from std_msgs.msg import Header
 from mbmt_ros.imaging.colorize import colorize_depth, colorize_normals, colorize_segmentation
 from mbmt_ros.ros.image_messages import numpy_to_image
 from mbmt_ros.ros.pointcloud import Intrinsics, depth_to_points, points_to_msg
-from mbmt_ros.ros.topics import (  # the topic names live in one place (topics.py)
+from mbmt_ros.tasks import DEPTH, NO_PREDICTION, NORMALS, SEGMENTATION
+from mbmt_ros.topics import (  # the topic names live in one place (topics.py)
     DEPTH_TOPIC,
     NORMALS_COLOR,
     NORMALS_TOPIC,
@@ -25,7 +26,6 @@ from mbmt_ros.ros.topics import (  # the topic names live in one place (topics.p
     SEG_COLOR,
     TOPICS_BY_TASK,
 )
-from mbmt_ros.tasks import DEPTH, NO_PREDICTION, NORMALS, SEGMENTATION
 
 __all__ = ["OUTPUT_TOPICS", "TOPICS_BY_TASK", "POINTS", "OutputOptions", "segmentation_ids",
            "build_outputs"]

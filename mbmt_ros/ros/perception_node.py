@@ -78,10 +78,10 @@ from mbmt_ros.ros.params import (
 )
 from mbmt_ros.ros.pointcloud import intrinsics_from_camera_info
 from mbmt_ros.ros.publish_stage import PublishStage
-from mbmt_ros.ros.topics import CAMERA_INFO, DIAGNOSTICS, IMAGE_COMPRESSED, NODE_NAME
-from mbmt_ros.ros.topics import IMAGE as IMAGE_TOPIC
 from mbmt_ros.runtime.predictor import runtime_report
 from mbmt_ros.tasks import DEPTH, default_palette
+from mbmt_ros.topics import CAMERA_INFO, DIAGNOSTICS, IMAGE_COMPRESSED, NODE_NAME
+from mbmt_ros.topics import IMAGE as IMAGE_TOPIC
 
 __all__ = ["PerceptionNode", "PredictorFactory", "main"]
 

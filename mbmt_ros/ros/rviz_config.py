@@ -2,7 +2,7 @@
 
 ``config/perception.rviz.template`` names the node's topics as the node does (``image``,
 ``~/depth``, ...); :func:`rviz_config` resolves them with
-:func:`mbmt_ros.ros.topics.resolve_topic` under the same namespace and remappings the launch
+:func:`mbmt_ros.topics.resolve_topic` under the same namespace and remappings the launch
 file gives the node, so every display shows a topic the node really uses. The launch file
 calls :func:`write_rviz_config` (through an ``OpaqueFunction``); on the command line::
 
@@ -25,7 +25,7 @@ import yaml
 from mbmt_ros.io import atomic_write_text
 from mbmt_ros.resources import share_file
 from mbmt_ros.ros.errors import NodeParameterError
-from mbmt_ros.ros.topics import (
+from mbmt_ros.topics import (
     CAMERA_INFO,
     IMAGE,
     IMAGE_COMPRESSED,

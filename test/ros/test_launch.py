@@ -23,7 +23,7 @@ from mbmt_ros.ros.rviz_config import (
     rviz_topics,
     write_rviz_config,
 )
-from mbmt_ros.ros.topics import (
+from mbmt_ros.topics import (
     IMAGE,
     NODE_NAME,
     NORMALS_TOPIC,

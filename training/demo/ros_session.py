@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from mbmt_ros.io import atomic_write_json
+from mbmt_ros.topics import NODE_NAME
 from training.demo.bags import (
     IMAGE_TOPIC,
     INFO_TOPIC,
@@ -35,9 +36,8 @@ from training.demo.bags import (
 )
 from training.errors import TrainingError
 
-__all__ = ["NODE_NAME", "main", "run_session", "node_command", "replay_command"]
+__all__ = ["main", "run_session", "node_command", "replay_command"]
 
-NODE_NAME = "perception_node"
 
 
 def node_command(bundle: Path, backend: str, device: str, precision: str) -> list[str]:
