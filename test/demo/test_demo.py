@@ -57,6 +57,22 @@ def test_demo_ci_budget_end_to_end_then_reuses_finished_stages(tmp_path: Path) -
     bundle = Path(summary["bundle"])
     assert (bundle / "model.onnx").is_file() and (bundle / "meta.json").is_file()
     assert set(json.loads((bundle / "meta.json").read_text())["tasks"]) == set(TASKS)
+    # ... verifies itself against its reference set on every CPU backend here, as a robot
+    # would check it with the console script (issue 20)
+    from mbmt_ros.runtime import BACKENDS
+
+    engine = Path(sys.executable).with_name("mbmt-engine")
+    backends = [b for b in ("onnxruntime", "openvino", "torch")
+                if BACKENDS[b].availability("cpu") is None]
+    assert "onnxruntime" in backends
+    for backend in backends:
+        proc = subprocess.run([str(engine), "verify", str(bundle), "--backend", backend,
+                               "--precision", "fp32", "--device", "cpu", "--json"],
+                              capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, (backend, proc.stdout, proc.stderr)
+        report = json.loads(proc.stdout)
+        assert report["backend"] == backend and report["result"]["status"] == "passed", report
+        assert report["result"]["figures"]["segmentation_agreement"] >= 0.99, report
 
     # the output bag: the node's three topics, one message per replayed val frame
     counts = {t: v["count"] for t, v in bag_summary(summary["output_bag"]).items()}
