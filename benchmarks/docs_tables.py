@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -37,6 +36,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 import study  # noqa: E402  (benchmarks/study.py: the rule, comparisons and Delta_m)
+from table_format import num, plus_minus  # noqa: E402
 
 #: the study budget docs/results.md shows (pinned, so that a new study folder never changes
 #: the page behind its prose's back: switch it when the new raw results are committed, then
@@ -73,18 +73,6 @@ IMBALANCED = ["segmentation.miou", "segmentation.pixel_acc", "depth.abs_err", "d
 AFFINITY = ["segmentation.miou", "segmentation.pixel_acc", "depth.abs_err", "depth.rmse"]
 
 
-def _num(value: float, digits: int) -> str:
-    text = f"{value:.{digits}f}"
-    return text[1:] if text.startswith("-") and float(text) == 0 else text.replace("-", "−")
-
-
-def _pm(values: list[float], digits: int) -> str:
-    mean = statistics.fmean(values)
-    if len(values) < 2:
-        return _num(mean, digits)
-    return f"{_num(mean, digits)} ± {_num(statistics.stdev(values), digits)}"
-
-
 def _stats_table(records: list[dict[str, Any]], rows: list[tuple[str, str, str]],
                  columns: list[str]) -> str:
     head = ["Run", "Description", *(_COLS[c][0] for c in columns)]
@@ -92,7 +80,7 @@ def _stats_table(records: list[dict[str, Any]], rows: list[tuple[str, str, str]]
     for key, label, description in rows:
         if not all(key in r["rows"] for r in records):
             continue
-        cells = [_pm([study.figure(r, key, c) for r in records], _COLS[c][1])
+        cells = [plus_minus([study.figure(r, key, c) for r in records], _COLS[c][1])
                  if all(_has(r, key, c) for r in records) else "-" for c in columns]
         lines.append("| " + " | ".join([label, description, *cells]) + " |")
     return "\n".join(lines) + "\n"
@@ -145,7 +133,7 @@ def study_full() -> str:
 def _coverage(records: list[dict[str, Any]], prefix: str) -> str:
     cov = [100 * r["pseudo_labels"][prefix]["coverage"] for r in records
            if prefix in r.get("pseudo_labels", {})]
-    return f"{_pm(cov, 2)} %" if cov else "n/a"
+    return f"{plus_minus(cov, 2)} %" if cov else "n/a"
 
 
 def study_imbalanced() -> str:
@@ -178,7 +166,7 @@ def study_architectures() -> str:
     ], FULL)
     weights = [r["rows"]["arch/mtunet"].get("final_weights") for r in records]
     if all(weights):
-        parts = [f"{t} {_pm([w[t] for w in weights], 2)}" for t in weights[0]]
+        parts = [f"{t} {plus_minus([w[t] for w in weights], 2)}" for t in weights[0]]
         table += f"\nMT-UNet's learned loss weights at the end: {', '.join(parts)}.\n"
     return table
 
@@ -214,8 +202,8 @@ def study_verdicts() -> str:
                                                                               v["outcome"])
         lines.append(
             f"| {comp.source} | {a} vs {b} | {_COLS[comp.figure][0]} | "
-            f"{_pm(v['a_values'], digits)} | {_pm(v['b_values'], digits)} | "
-            f"{_num(v['difference'], digits)} | {_num(2 * v['pooled_std'], digits)} | "
+            f"{plus_minus(v['a_values'], digits)} | {plus_minus(v['b_values'], digits)} | "
+            f"{num(v['difference'], digits)} | {num(2 * v['pooled_std'], digits)} | "
             f"{outcome} | **{v['verdict']}** |")
     return ("\n".join(lines) + "\n\n"
             f"Rule (fixed in `benchmarks/study.py` before the study ran): {study.VERDICT_RULE} "

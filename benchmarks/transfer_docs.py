@@ -13,6 +13,7 @@ from typing import Any
 
 import paired_stats
 import transfer_study
+from table_format import num, plus_minus
 
 __all__ = ["render", "render_estimate", "advice", "NAMES", "CANDIDATES"]
 
@@ -29,18 +30,6 @@ CANDIDATES = ("pretrain-st", "mbmt", "mbmt-src", "mbmt-mt", "mbmt-cold", "mbmt-c
               "mt", "mtinet", "mtunet")
 _COLS = {"segmentation.miou": ("Seg mIoU ↑", 2), "depth.rmse": ("Depth RMSE ↓", 4),
          "normals.mean": ("Normal Mean ↓", 2), "delta_m": ("Δm % ↑", 2)}
-
-
-def _num(value: float, digits: int) -> str:
-    text = f"{value:.{digits}f}"
-    return text[1:] if text.startswith("-") and float(text) == 0 else text.replace("-", "−")
-
-
-def _pm(values: list[float], digits: int) -> str:
-    mean = statistics.fmean(values)
-    if len(values) < 2:
-        return _num(mean, digits)
-    return f"{_num(mean, digits)} ± {_num(statistics.stdev(values), digits)}"
 
 
 def _name(stage: str) -> str:
@@ -110,7 +99,7 @@ def _arms(records: list[dict[str, Any]]) -> str:
             if c == "delta_m" and stage == "teacher":
                 cells.append("-")  # the teacher sees depth: no RGB-only Δm
                 continue
-            cells.append(_pm([transfer_study.figure(r, stage, c) for r in records],
+            cells.append(plus_minus([transfer_study.figure(r, stage, c) for r in records],
                              _COLS[c][1]))
         lines.append(f"| {_name(stage)} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
@@ -121,13 +110,13 @@ def _comparisons(results: list[dict[str, Any]]) -> str:
              "min effect | verdict |", "|---|---|---|---|---|---|---|---|---|"]
     for v in results:
         digits = _COLS.get(v["figure"], (None, 3))[1]
-        paper = "-" if v.get("paper_effect") is None else _num(v["paper_effect"], digits)
+        paper = "-" if v.get("paper_effect") is None else num(v["paper_effect"], digits)
         primary = " (primary)" if v.get("primary") else ""
         lines.append(
             f"| {v['paper']}{primary} | {_name(v['a'])} vs {_name(v['b'])} | "
             f"{_COLS.get(v['figure'], (v['figure'],))[0]} | {paper} | "
-            f"{_num(v['mean_diff'], digits)} ± {_num(v['sd_diff'], digits)} | "
-            f"{v['p']:.3g} | {_num(v['mde'], digits)} | {_num(v['min_effect'], digits)} | "
+            f"{num(v['mean_diff'], digits)} ± {num(v['sd_diff'], digits)} | "
+            f"{v['p']:.3g} | {num(v['mde'], digits)} | {num(v['min_effect'], digits)} | "
             f"**{v['verdict']}** |")
     return ("\n".join(lines) + "\n\nDifferences are A − B per seed, sign-adjusted so that "
             "positive favours A (also for RMSE); paper effects likewise. Rule (pre-registered): "
@@ -151,13 +140,13 @@ def advice(records: list[dict[str, Any]], results: list[dict[str, Any]],
     out = []
     if res.outcome == "A better":
         out.append(f"**Train {_name(best)}** for RGB-only segmentation + depth + normals: the "
-                   f"highest mean Δm ({_num(mean[best], 2)} %), ahead of the runner-up "
-                   f"{_name(second)} by {_num(res.mean_diff, 2)} points (paired t-test "
+                   f"highest mean Δm ({num(mean[best], 2)} %), ahead of the runner-up "
+                   f"{_name(second)} by {num(res.mean_diff, 2)} points (paired t-test "
                    f"p = {res.p:.3g}; descriptive, not pre-registered).")
     else:
         out.append(f"**{_name(best)} and {_name(second)} are the two best** by mean Δm "
-                   f"({_num(mean[best], 2)} % and {_num(mean[second], 2)} %), but the paired "
-                   f"test does not separate them (p = {res.p:.3g}, MDE {_num(res.mde, 2)} "
+                   f"({num(mean[best], 2)} % and {num(mean[second], 2)} %), but the paired "
+                   f"test does not separate them (p = {res.p:.3g}, MDE {num(res.mde, 2)} "
                    "points): pick the cheaper one to train and run.")
     by_key = {v["key"]: v for v in results}
     ps = [by_key[k] for k in ("ummt_ps_vs_ummt_d_miou", "ummt_ps_vs_ummt_d_rmse") if k in by_key]
@@ -179,7 +168,7 @@ def advice(records: list[dict[str, Any]], results: list[dict[str, Any]],
         v = by_key["mt_src_vs_mt"]
         if v["outcome"] == "A better" and v["mean_diff"] >= v["min_effect"]:
             out.append("**Start from pretrained weights**: MT-Net from the source beats MT-Net "
-                       f"from scratch by {_num(v['mean_diff'], 2)} Δm points "
+                       f"from scratch by {num(v['mean_diff'], 2)} Δm points "
                        f"(p = {v['p']:.3g}).")
         else:
             out.append("Pretraining on the source vs training from scratch (MT-Net): "
