@@ -22,7 +22,6 @@ the work folder belongs to the same commit and budget; another commit's folder i
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import platform
@@ -39,6 +38,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/: shared helpers
 import paired_stats  # noqa: E402
 from provenance import cpu_model, git  # noqa: E402
+
+from mbmt_ros.runtime.bundle import sha256_file  # noqa: E402
 
 PREREGISTRATION = REPO / "benchmarks" / "preregistration" / "transfer_study.yaml"
 RESULTS = REPO / "benchmarks" / "results" / "transfer_study"
@@ -73,10 +74,6 @@ BUDGETS: dict[str, tuple[list[str], list[str]]] = {
 def preregistration(path: Path = PREREGISTRATION) -> dict[str, Any]:
     """The pre-registered design (comparisons, test, seeds)."""
     return yaml.safe_load(path.read_text())
-
-
-def sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def _utc() -> str:
@@ -174,7 +171,7 @@ def provenance(argv: list[str], budget: str, allow_dirty: bool, dirty: list[str]
     return {"command": " ".join(["benchmarks/transfer_study.py", *argv]),
             "git_commit": git("rev-parse", "HEAD"), "git_dirty": bool(dirty),
             "dirty_files": dirty, "allow_dirty": allow_dirty,
-            "preregistration_sha256": sha256(PREREGISTRATION),
+            "preregistration_sha256": sha256_file(PREREGISTRATION),
             "preregistration_commit": git("log", "-1", "--format=%H", "--",
                                           str(PREREGISTRATION.relative_to(REPO))) or None,
             "study_started_at": study["started_at"], "budget": budget,

@@ -165,7 +165,7 @@ def test_changed_teacher_epochs_after_a_kill_during_a_checkpoint_write(base, tmp
     assert (killed_teacher[0] / "checkpoints" / "last.ckpt").is_file()
     assert not list(run.glob("pretrain-st.stale-*")) and not list(run.glob("split.stale-*"))
     # the student learnt from the new teacher's pseudo labels
-    from training.stages.pseudo import file_sha256
+    from mbmt_ros.runtime.bundle import sha256_file
 
     pseudo = json.loads((run / "pseudo" / "pseudo_labels.json").read_text())
-    assert pseudo["teacher_sha256"] == file_sha256(run / "teacher" / "model.safetensors")
+    assert pseudo["teacher_sha256"] == sha256_file(run / "teacher" / "model.safetensors")

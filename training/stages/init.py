@@ -16,11 +16,11 @@ so a re-trained source invalidates the stages that started from it.
 """
 from __future__ import annotations
 
-import hashlib
 import logging
 from pathlib import Path
 from typing import Any
 
+from mbmt_ros.runtime.bundle import sha256_file
 from training.errors import CheckpointError
 from training.run_dir import MODEL_FILE
 
@@ -70,16 +70,8 @@ def init_model(model: Any, path: Path, where: str) -> dict[str, Any]:
     with torch.no_grad():
         model.load_state_dict({**target, **copied})
     log.info("%s: %d of %d tensors initialised from %s", where, len(copied), len(target), path)
-    return {"init": str(path), "init_sha256": file_sha256(path),
+    return {"init": str(path), "init_sha256": sha256_file(path),
             "init_tensors": [len(copied), len(target)]}
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def init_identity(kind: str, ref: str | None, tasks: list[str] | None = None) -> Any:
@@ -91,7 +83,7 @@ def init_identity(kind: str, ref: str | None, tasks: list[str] | None = None) ->
     out = {}
     for task in names:
         try:
-            out[task or "model"] = file_sha256(init_file(ref, task))
+            out[task or "model"] = sha256_file(init_file(ref, task))
         except CheckpointError:
             out[task or "model"] = None
     return out

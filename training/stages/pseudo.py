@@ -12,7 +12,6 @@ leaves no partial set.
 """
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import shutil
@@ -22,23 +21,16 @@ from typing import Any
 import numpy as np
 
 from mbmt_ros.io import atomic_directory, atomic_write_json
+from mbmt_ros.runtime.bundle import sha256_file
 from mbmt_ros.tasks import IGNORE_INDEX, SEGMENTATION
 from training.errors import ConfigError, DataError
 from training.progress import progress
 from training.stages.common import StageContext, is_rank_zero
 from training.stages.data import ensure_dataset, make_dataset, manifest_path
 
-__all__ = ["pseudo_label", "label_batch", "file_sha256"]
+__all__ = ["pseudo_label", "label_batch"]
 
 log = logging.getLogger(__name__)
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def label_batch(logits: Any, tau: float, size: tuple[int, int] | None = None) -> tuple[Any, Any]:
@@ -129,7 +121,7 @@ def pseudo_label(ctx: StageContext) -> dict[str, Any]:
         manifest.set_label(split, index, task, "pseudo", path=_relative_to_root(root, out / rel))
     coverage = counts["labelled_pixels"] / counts["pixels"] if counts["pixels"] else 0.0
     provenance = {
-        "teacher_checkpoint": str(teacher_path), "teacher_sha256": file_sha256(teacher_path),
+        "teacher_checkpoint": str(teacher_path), "teacher_sha256": sha256_file(teacher_path),
         "teacher_extra_modality": modality, "task": task, "tau": tau,
         "source_manifest": str(source), "split": split, **counts,
         "coverage": coverage, "pixels_per_class": per_class.tolist(),
