@@ -7,13 +7,16 @@ dropped / rejected / processed counters are totals since activation. Per-frame t
 segments (:class:`FrameTiming`: stamps taken in the node from receipt to the last publish)
 are kept for the last ``window`` processed frames, whose p50/p99 each report gives, with the
 node's overhead ``(receipt -> last publish - predict) / predict`` per frame: a few frames
-per period are too few for a p99.
+per period are too few for a p99. Over the same window, ``input_delay`` is the header stamp ->
+receipt by the subscription callback (the camera's and DDS's share of the latency, on the node's
+clock: meaningful when the camera stamps with a clock synchronised to the node's).
 """
 from __future__ import annotations
 
 import statistics
 import threading
 import time
+import warnings
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -136,10 +139,12 @@ class FrameStats:
             self.last_error = reason
 
     def on_processed(self, latency_s: float, inference_s: float = float("nan"),
-                     timing: FrameTiming | None = None) -> None:
+                     timing: FrameTiming | None = None,
+                     input_delay_s: float = float("nan")) -> None:
         """A frame's outputs are published: ``latency_s`` from its header stamp,
         ``inference_s`` of it in the backend, ``timing`` its stamps in the node (giving the
-        latency from receipt and the segments)."""
+        latency from receipt and the segments), ``input_delay_s`` from its header stamp to
+        its receipt (NaN when the frame had no stamp)."""
         with self._lock:
             self.processed += 1
             self._period_processed += 1
@@ -150,15 +155,19 @@ class FrameStats:
                 segments = timing.segments_ms()
                 self._receipt.append(segments["total"] / 1e3)
                 self._timings.append((*(segments[s] for s in SEGMENTS), timing.overhead_pct(),
-                                      segments["total"] - segments["predict"]))
+                                      segments["total"] - segments["predict"],
+                                      1e3 * input_delay_s))
 
     def _timing_percentiles(self) -> dict[str, float]:
         if not self._timings:
             return {}
         table = np.asarray(self._timings, dtype=np.float64)
-        p50, p99 = np.nanpercentile(table, [50, 99], axis=0)
+        with warnings.catch_warnings():  # an all-NaN column (no stamped frames) gives NaN
+            warnings.simplefilter("ignore", RuntimeWarning)
+            p50, p99 = np.nanpercentile(table, [50, 99], axis=0)
         out: dict[str, float] = {}
-        columns = [*((s, "ms") for s in SEGMENTS), ("overhead", "pct"), ("overhead", "ms")]
+        columns = [*((s, "ms") for s in SEGMENTS), ("overhead", "pct"), ("overhead", "ms"),
+                   ("input_delay", "ms")]
         for i, (name, unit) in enumerate(columns):
             out[f"{name}_p50_{unit}"], out[f"{name}_p99_{unit}"] = float(p50[i]), float(p99[i])
         return out

@@ -520,7 +520,8 @@ class PerceptionNode(LifecycleNode):
         timing = FrameTiming(frame.received_mono_ns, taken, converted, predict_start, predict_end,
                              built, published)
         self.stats.on_processed((now_ns - (stamp_ns or frame.received_ns)) / 1e9,
-                                (predict_end - predict_start) / 1e9, timing)
+                                (predict_end - predict_start) / 1e9, timing,
+                                (frame.received_ns - stamp_ns) / 1e9 if stamp_ns else float("nan"))
         self._offer_capture(msg, prediction, stamp_ns or frame.received_ns)  # after publishing
 
     def _intrinsics(self) -> Any:

@@ -248,7 +248,9 @@ def test_diagnostics_report_what_runs_and_consistent_frame_timing(harness_factor
         assert "requested fp16 on cuda" in values["fallback"]
 
     timing = {k: float(v) for k, v in values.items() if k.endswith(("_p50_ms", "_p99_ms"))}
-    assert set(timing) == {f"{s}_p{q}_ms" for s in (*SEGMENTS, "overhead") for q in (50, 99)}
+    assert set(timing) == {f"{s}_p{q}_ms" for s in (*SEGMENTS, "overhead", "input_delay")
+                           for q in (50, 99)}
+    assert timing["input_delay_p50_ms"] > 1e9  # 1970 stamps -> receipt now: decades
     assert all(v >= 0 for v in timing.values()), timing
     for q in (50, 99):
         assert timing[f"total_p{q}_ms"] >= timing[f"predict_p{q}_ms"] > 0

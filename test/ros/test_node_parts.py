@@ -123,6 +123,20 @@ def test_frame_timing_percentiles_and_overhead_over_a_window() -> None:
     assert stats.report().skipped == 1
 
 
+def test_input_delay_from_the_stamp_over_the_window_and_nan_without_stamps() -> None:
+    stats = FrameStats(window=3)
+    stats.on_processed(0.1, 0.01, _timing(0, 10.0, 1.0))  # no stamp: no input delay
+    values = {kv.key: kv.value for kv in FrameStats.to_status(stats.report(), "p", "n").values}
+    assert values["input_delay_p50_ms"] == "nan"
+    for i, delay in enumerate([4.0, 2.0, 30.0]):
+        stats.on_processed(0.1, 0.01, _timing(i * 10**9, 10.0, 1.0), delay / 1e3)
+    rep = stats.report()
+    assert rep.timing["input_delay_p50_ms"] == pytest.approx(4.0)  # nan of the first frame ignored
+    assert rep.timing["input_delay_p99_ms"] == pytest.approx(np.percentile([2.0, 4.0, 30.0], 99))
+    stats.on_processed(0.1, 0.01, _timing(9 * 10**9, 10.0, 1.0), 0.0)  # the first leaves the window
+    assert stats.report().timing["input_delay_p50_ms"] == pytest.approx(2.0)
+
+
 @pytest.fixture()
 def bundle_dir(tmp_path):
     (tmp_path / "meta.json").write_text("{}")

@@ -78,6 +78,7 @@ def test_full_size_outputs_arrive_within_predict_plus_1s(tiny_bundle) -> None:
     lock = threading.Lock()
     arrivals: dict[int, dict[str, float]] = {}  # stamp ns -> topic -> arrival - stamp (s)
     predict_ms: list[float] = []
+    input_delay_ms: list[float] = []  # the node's input_delay_p50_ms reports
 
     def on_output(topic: str, msg: Image) -> None:
         now = time.time_ns()
@@ -91,6 +92,7 @@ def test_full_size_outputs_arrive_within_predict_plus_1s(tiny_bundle) -> None:
             if status.name.endswith(": perception") and values.get("predict_p99_ms", "nan") != "nan":
                 with lock:
                     predict_ms.append(float(values["predict_p99_ms"]))
+                    input_delay_ms.append(float(values["input_delay_p50_ms"]))
 
     qos = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)  # as rviz subscribes
     subs = [client.create_subscription(Image, f"/perception_node/{t}",
@@ -111,6 +113,7 @@ def test_full_size_outputs_arrive_within_predict_plus_1s(tiny_bundle) -> None:
         with lock:
             got = {k: dict(v) for k, v in arrivals.items()}
             predict = max(predict_ms, default=float("nan"))
+            delays = list(input_delay_ms)
     finally:
         executor.shutdown()
         client.destroy_node()
@@ -129,3 +132,5 @@ def test_full_size_outputs_arrive_within_predict_plus_1s(tiny_bundle) -> None:
     assert not late, (f"{len(late)} of {len(got)} frames later than predict p99 {predict:.0f} ms "
                       f"+ {BOUND_S} s: {late} ({transport.reason})")
     assert len(incomplete) <= 1, f"{len(incomplete)} frames lack outputs ({transport.reason})"
+    # camera stamp -> node receipt (same machine, same clock): >= 0 and less than stamp -> outputs
+    assert delays and all(0.0 <= d < 1e3 * max(worst.values()) for d in delays), delays
