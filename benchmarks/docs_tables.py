@@ -225,6 +225,20 @@ def transfer_study_section() -> str:
         json.loads(estimate.read_text()) if estimate.is_file() else None)
 
 
+def transfer_study_readme() -> str:
+    """The README's one sentence on what the transfer study shows (issue 19), from the same
+    raw records as the section it links to."""
+    import transfer_docs
+    import transfer_study
+
+    records = transfer_study.load_records(RESULTS / "transfer_study")
+    if len(records) < 2:
+        return ("The pre-registered transfer study that decides which model to train has not "
+                "been run yet ([results](docs/results.md)).\n")
+    return transfer_docs.readme_sentence(
+        records, transfer_study.analyse(records, transfer_study.preregistration()))
+
+
 # ------------------------------------------------------------------------------ model sizes
 
 def _sizes() -> dict[str, Any]:
@@ -288,7 +302,7 @@ def _from_script(module: str, raw_name: str) -> Callable[[], str]:
 
 @dataclass(frozen=True)
 class Generator:
-    doc: str                       # page under docs/
+    doc: str                       # page under docs/ (``../README.md``: the README)
     render: Callable[[], str]      # the table's markdown, from raw files only
 
 
@@ -301,6 +315,7 @@ GENERATORS: dict[str, Generator] = {
     "study-architectures-imbalanced": Generator("results.md", study_architectures_imbalanced),
     "study-verdicts": Generator("results.md", study_verdicts),
     "transfer-study": Generator("results.md", transfer_study_section),
+    "transfer-study-readme": Generator("../README.md", transfer_study_readme),
     "model-sizes-mbmt": Generator("models.md", sizes_mbmt),
     "model-sizes-mtinet": Generator("models.md", sizes_mtinet),
     "data-loading": Generator("benchmarks.md", _from_script("data_loader", "data_loader.json")),

@@ -15,7 +15,8 @@ import paired_stats
 import transfer_study
 from table_format import num, plus_minus
 
-__all__ = ["render", "render_estimate", "advice", "NAMES", "CANDIDATES"]
+__all__ = ["render", "render_estimate", "advice", "summary", "readme_sentence", "NAMES",
+           "CANDIDATES"]
 
 #: display names of the target pipeline's stages
 NAMES = {"pretrain-st": "ST (source → target)", "mbmt": "MBMT-Net (ST backbones frozen)",
@@ -123,20 +124,27 @@ def _comparisons(results: list[dict[str, Any]]) -> str:
             f"{paired_stats.RULE}\n")
 
 
+def _ranking(records: list[dict[str, Any]], alpha: float = paired_stats.ALPHA
+             ) -> tuple[str, str, dict[str, float], paired_stats.PairedResult]:
+    """The two deployable arms with the highest mean Δm, the means, and the paired test of
+    the best against the runner-up."""
+    arms = [s for s in CANDIDATES if all(s in r["rows"] for r in records)]
+    mean = {s: statistics.fmean(transfer_study.figure(r, s, "delta_m") for r in records)
+            for s in arms}
+    best, second = sorted(arms, key=lambda s: -mean[s])[:2]
+    res = paired_stats.paired_test([transfer_study.figure(r, best, "delta_m") for r in records],
+                                   [transfer_study.figure(r, second, "delta_m") for r in records],
+                                   alpha=alpha)
+    return best, second, mean, res
+
+
 def advice(records: list[dict[str, Any]], results: list[dict[str, Any]],
            alpha: float = paired_stats.ALPHA) -> list[str]:
     """The "which model should I train" bullets, derived from the numbers: the best deployable
     arm by mean Δm and whether the paired test separates it from the runner-up (a descriptive
     test, not one of the pre-registered comparisons), then the pseudo-label and transfer
     verdicts."""
-    arms = [s for s in CANDIDATES if all(s in r["rows"] for r in records)]
-    mean = {s: statistics.fmean(transfer_study.figure(r, s, "delta_m") for r in records)
-            for s in arms}
-    ranked = sorted(arms, key=lambda s: -mean[s])
-    best, second = ranked[0], ranked[1]
-    res = paired_stats.paired_test([transfer_study.figure(r, best, "delta_m") for r in records],
-                                   [transfer_study.figure(r, second, "delta_m") for r in records],
-                                   alpha=alpha)
+    best, second, mean, res = _ranking(records, alpha)
     out = []
     if res.outcome == "A better":
         out.append(f"**Train {_name(best)}** for RGB-only segmentation + depth + normals: the "
@@ -176,6 +184,58 @@ def advice(records: list[dict[str, Any]], results: list[dict[str, Any]],
     return out
 
 
+def _claim(v: dict[str, Any]) -> str:
+    figure = _COLS.get(v["figure"], (v["figure"],))[0]
+    if v["claim"] == "no effect":
+        return f"{_name(v['a'])} = {_name(v['b'])} on {figure}"
+    better, worse = (v["a"], v["b"]) if v["claim"] == "A better" else (v["b"], v["a"])
+    return f"{_name(better)} > {_name(worse)} on {figure}"
+
+
+def summary(results: list[dict[str, Any]]) -> list[str]:
+    """The papers' claims grouped by verdict (reproduced, contradicted, no effect detected),
+    each null with its MDE next to the paper's effect - the power the study had."""
+    groups: dict[str, list[str]] = {"reproduced": [], "contradicted": [], "none": []}
+    for v in results:
+        digits = _COLS.get(v["figure"], (None, 3))[1]
+        primary = " (primary)" if v.get("primary") else ""
+        if v["verdict"].startswith("no effect detected"):
+            paper = ("" if v.get("paper_effect") is None
+                     else f", paper's effect {num(v['paper_effect'], digits)}")
+            groups["none"].append(f"{_claim(v)}{primary} (MDE {num(v['mde'], digits)}{paper})")
+        elif v["verdict"].startswith("reproduced"):
+            groups["reproduced"].append(f"{_claim(v)}{primary}"
+                                        + (" - below the minimum that matters"
+                                           if "below" in v["verdict"] else ""))
+        else:
+            groups["contradicted"].append(f"{_claim(v)}{primary} ({v['verdict']}; mean diff "
+                                          f"{num(v['mean_diff'], digits)})")
+    titles = {"reproduced": "Reproduced", "contradicted": "Contradicted",
+              "none": "No effect detected (the study could not see an effect of this size)"}
+    return [f"**{titles[k]}** ({len(items)}): " + ("; ".join(items) if items else "none") + "."
+            for k, items in groups.items()]
+
+
+def readme_sentence(records: list[dict[str, Any]], results: list[dict[str, Any]]) -> str:
+    """One sentence for the README: what the evidence shows for the primary claims, and the
+    advice's first line, linking to the section."""
+    by_key = {v["key"]: v for v in results}
+    parts = []
+    for key, text in (("mbmt_vs_mt", "MBMT-Net over MT-Net"),
+                      ("mbmt_vs_st", "MBMT-Net over the ST nets"),
+                      ("ummt_ps_vs_ummt_d_miou", "pseudo labels on mIoU"),
+                      ("ummt_ps_vs_ummt_d_rmse", "pseudo labels on depth RMSE")):
+        if key in by_key:
+            verdict = by_key[key]["verdict"].split(" (")[0]
+            parts.append(f"{text}: {verdict}")
+    best, second, _, res = _ranking(records)
+    pick = (f"train {_name(best)}" if res.outcome == "A better" else
+            f"{_name(best)} and {_name(second)} are the best and not separated by the test")
+    return (f"In the pre-registered transfer study on synthetic data ({len(records)} seeds, "
+            f"paired tests) - {'; '.join(parts)} - the numbers say: {pick} "
+            "([results](docs/results.md#the-transfer-study-issue-19-pretraining-8-seeds-a-paired-rule)).\n")
+
+
 def render(records: list[dict[str, Any]], prereg: dict[str, Any],
            estimate: dict[str, Any] | None = None) -> str:
     """The whole generated section (records: the seeds' raw JSON; prereg: the YAML)."""
@@ -192,5 +252,6 @@ def render(records: list[dict[str, Any]], prereg: dict[str, Any],
     return (_setup(records) + (f"\n{est}" if est else "")
             + "\n#### Arms\n\n" + _arms(records)
             + "\n#### Pre-registered comparisons\n\n" + _comparisons(results)
+            + "\n#### What reproduced\n\n" + "".join(f"- {line}\n" for line in summary(results))
             + "\n#### Which model should I train\n\n"
             + "".join(f"- {line}\n" for line in advice(records, results)))

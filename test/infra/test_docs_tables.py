@@ -46,6 +46,7 @@ def test_docs_match_the_raw_results():
 def test_check_catches_a_retyped_cell_and_a_lost_marker(tmp_path):
     docs = tmp_path / "docs"
     shutil.copytree(REPO / "docs", docs, ignore=shutil.ignore_patterns("*.png"))
+    shutil.copy(REPO / "README.md", tmp_path / "README.md")  # a generated sentence lives there
     page = docs / "results.md"
     text = page.read_text(encoding="utf-8")
     block = text.split("<!-- generated:study-full begin -->", 1)[1].split("|---", 1)[1]
@@ -82,6 +83,7 @@ def test_training_table_is_rendered_from_its_raw_results(tmp_path):
     # a retyped step time is caught by --check
     docs = tmp_path / "docs"
     shutil.copytree(REPO / "docs", docs, ignore=shutil.ignore_patterns("*.png"))
+    shutil.copy(REPO / "README.md", tmp_path / "README.md")  # a generated sentence lives there
     row = next(ln for ln in text.splitlines() if ln.startswith("| frozen | "))
     cells = row.split(" | ")
     cells[2] = "0.001"
@@ -233,6 +235,18 @@ def test_transfer_study_section_is_derived_from_the_raw_records():
     # "which model should I train" follows the numbers
     advice = text.split("#### Which model should I train", 1)[1]
     assert "**Train MBMT-Net (ST backbones frozen)**" in advice
+    # the claims grouped by verdict; nulls carry their MDE and the paper's effect
+    grouped = text.split("#### What reproduced", 1)[1].split("####", 1)[0]
+    reproduced = next(ln for ln in grouped.splitlines() if ln.startswith("- **Reproduced**"))
+    assert "MBMT-Net (ST backbones frozen) > MT-Net (source → target) on Δm % ↑ (primary)" in reproduced
+    nulls = next(ln for ln in grouped.splitlines() if ln.startswith("- **No effect detected"))
+    assert re.search(r"UMMT-PS \(UMMT-D \+ pseudo seg\) > UMMT-D \(200 depth \+ 100 seg\) on "
+                     r"Seg mIoU ↑ \(primary\) \(MDE \d+\.\d+, paper's effect", nulls)
+    results = _bench("transfer_study").analyse(records, prereg)
+    sentence = docs.readme_sentence(records, results)
+    assert "MBMT-Net over MT-Net: reproduced" in sentence
+    assert "pseudo labels on mIoU: no effect detected" in sentence
+    assert "train MBMT-Net (ST backbones frozen)" in sentence and "docs/results.md#" in sentence
     assert "no stage reused from an earlier run" in text and "on a clean tree" in text
     # before the study has run the section says so (no numbers)
     assert "has not been run yet" in docs.render(records[:1], prereg)
