@@ -69,8 +69,9 @@ def _arguments() -> list[DeclareLaunchArgument]:
                               description="rviz fixed frame: the camera's optical frame"),
         DeclareLaunchArgument("dds_profile", default_value="",
                               description="Fast DDS profile of the node process: empty = the "
-                                          "shipped config/fastdds_profile.xml (unless another "
-                                          "middleware or a user profile is set), a path, or none"),
+                                          "shipped config/fastdds_profile.xml with asynchronous "
+                                          "publishing (unless another middleware or a user "
+                                          "profile is set), a path, or none"),
     ]
 
 

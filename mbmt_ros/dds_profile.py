@@ -12,7 +12,13 @@ the environment the launch runs in:
 - ``dds_profile:=`` (default) - the shipped profile, unless the user chose another middleware
   (``RMW_IMPLEMENTATION`` not Fast DDS) or their own Fast DDS set-up (a profiles file in
   ``FASTDDS_DEFAULT_PROFILES_FILE`` / ``FASTRTPS_DEFAULT_PROFILES_FILE``, or
-  ``FASTDDS_BUILTIN_TRANSPORTS``), which is then left alone.
+  ``FASTDDS_BUILTIN_TRANSPORTS``), which is then left alone. With the shipped profile the node
+  also publishes asynchronously (``RMW_FASTRTPS_PUBLICATION_MODE=ASYNCHRONOUS``, unless the
+  user set that variable): ``publish`` then returns once the message is in the writer's
+  history and Fast DDS's own thread delivers it. rclpy holds the GIL for the whole of a
+  synchronous ``publish`` (the copy into shared memory and the wake-up of every reader), which
+  the node's other threads (the camera callback, the inference thread) wait for;
+  ``benchmarks/node_latency.py`` measures both modes.
 
 ROS-free and launch-free, so that it is unit-tested where ``launch_ros`` is not installed.
 """
@@ -24,7 +30,7 @@ from pathlib import Path
 
 from mbmt_ros.errors import MbmtError
 
-__all__ = ["PROFILE_ENV", "DISABLE", "TransportChoice", "DdsProfileError", "is_fast_dds",
+__all__ = ["PROFILE_ENV", "DISABLE", "PUBLICATION_MODE_ENV", "TransportChoice", "DdsProfileError", "is_fast_dds",
            "node_transport_env", "shipped_profile"]
 
 #: The variables Fast DDS reads its profiles file from (3.x, and 2.x's older name).
@@ -36,6 +42,8 @@ _FAST_DDS_2_DISTROS = ("humble", "iron", "jazzy")
 BUILTIN_TRANSPORTS_ENV = "FASTDDS_BUILTIN_TRANSPORTS"
 #: ``dds_profile:=none`` disables the profile.
 DISABLE = "none"
+#: rmw_fastrtps's publication mode (SYNCHRONOUS by default since Humble).
+PUBLICATION_MODE_ENV = "RMW_FASTRTPS_PUBLICATION_MODE"
 
 
 class DdsProfileError(MbmtError, ValueError):
@@ -102,5 +110,10 @@ def node_transport_env(environ: Mapping[str, str], dds_profile: str = "",
         return TransportChoice(reason=f"{own[0]}={environ[own[0]]} is set: the user's Fast DDS "
                                       "set-up is kept, the shipped profile is not applied")
     path = default_profile if default_profile is not None else shipped_profile()
-    return TransportChoice(_profile_env(path, environ), f"DDS profile {path} (shared memory sized for "
-                                               "full-size outputs; dds_profile:=none disables)")
+    env = _profile_env(path, environ)
+    mode = environ.get(PUBLICATION_MODE_ENV, "").strip()
+    if not mode:
+        env[PUBLICATION_MODE_ENV] = "ASYNCHRONOUS"
+    return TransportChoice(env, f"DDS profile {path} (shared memory sized for full-size outputs; "
+                                f"{PUBLICATION_MODE_ENV}={mode or 'ASYNCHRONOUS'}; "
+                                "dds_profile:=none disables)")

@@ -8,6 +8,7 @@ import pytest
 
 from mbmt_ros.dds_profile import (
     PROFILE_ENV,
+    PUBLICATION_MODE_ENV,
     DdsProfileError,
     is_fast_dds,
     node_transport_env,
@@ -40,12 +41,22 @@ def test_default_applies_the_shipped_profile_with_fast_dds(tmp_path) -> None:
     for env in ({}, {"RMW_IMPLEMENTATION": "rmw_fastrtps_cpp"},
                 {"RMW_IMPLEMENTATION": "rmw_fastrtps_dynamic_cpp"}):
         choice = node_transport_env(env, "", shipped)
-        assert choice.env == {name: str(shipped) for name in PROFILE_ENV}  # version unknown
+        assert choice.env == {**{name: str(shipped) for name in PROFILE_ENV},  # version unknown
+                              PUBLICATION_MODE_ENV: "ASYNCHRONOUS"}
         assert choice.profile == str(shipped) and "none" in choice.reason
     # Fast DDS 2.x (up to Jazzy) reads only the older name; 3.x warns that it is deprecated
-    assert set(node_transport_env({"ROS_DISTRO": "jazzy"}, "", shipped).env) == set(PROFILE_ENV)
-    assert set(node_transport_env({"ROS_DISTRO": "kilted"}, "", shipped).env) == {PROFILE_ENV[0]}
+    jazzy = node_transport_env({"ROS_DISTRO": "jazzy"}, "", shipped).env
+    assert set(jazzy) == {*PROFILE_ENV, PUBLICATION_MODE_ENV}
+    kilted = node_transport_env({"ROS_DISTRO": "kilted"}, "", shipped).env
+    assert set(kilted) == {PROFILE_ENV[0], PUBLICATION_MODE_ENV}
     assert node_transport_env({}, "").profile == str(shipped_profile())
+
+
+def test_a_publication_mode_the_user_set_is_kept(tmp_path) -> None:
+    choice = node_transport_env({PUBLICATION_MODE_ENV: "SYNCHRONOUS"}, "", tmp_path / "p.xml")
+    assert choice.profile == str(tmp_path / "p.xml") and PUBLICATION_MODE_ENV not in choice.env
+    assert f"{PUBLICATION_MODE_ENV}=SYNCHRONOUS" in choice.reason
+    assert PUBLICATION_MODE_ENV not in node_transport_env({}, "none", tmp_path / "p.xml").env
 
 
 @pytest.mark.parametrize("rmw", ["rmw_cyclonedds_cpp", "rmw_zenoh_cpp", "rmw_connextdds"])
