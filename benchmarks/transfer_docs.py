@@ -146,16 +146,22 @@ def advice(records: list[dict[str, Any]], results: list[dict[str, Any]],
     verdicts."""
     best, second, mean, res = _ranking(records, alpha)
     out = []
+    single = ""
+    if best == "pretrain-st":
+        multi = sorted((s for s in mean if s != "pretrain-st"), key=lambda s: -mean[s])[0]
+        single = (f" It is three networks, one per task (three backbones and three forward "
+                  f"passes on the robot); the best single multi-task network is {_name(multi)} "
+                  f"(mean Δm {num(mean[multi], 2)} %).")
     if res.outcome == "A better":
         out.append(f"**Train {_name(best)}** for RGB-only segmentation + depth + normals: the "
                    f"highest mean Δm ({num(mean[best], 2)} %), ahead of the runner-up "
                    f"{_name(second)} by {num(res.mean_diff, 2)} points (paired t-test "
-                   f"p = {res.p:.3g}; descriptive, not pre-registered).")
+                   f"p = {res.p:.3g}; descriptive, not pre-registered)." + single)
     else:
         out.append(f"**{_name(best)} and {_name(second)} are the two best** by mean Δm "
                    f"({num(mean[best], 2)} % and {num(mean[second], 2)} %), but the paired "
                    f"test does not separate them (p = {res.p:.3g}, MDE {num(res.mde, 2)} "
-                   "points): pick the cheaper one to train and run.")
+                   "points): pick the cheaper one to train and run." + single)
     by_key = {v["key"]: v for v in results}
     ps = [by_key[k] for k in ("ummt_ps_vs_ummt_d_miou", "ummt_ps_vs_ummt_d_rmse") if k in by_key]
     if ps:
@@ -169,9 +175,15 @@ def advice(records: list[dict[str, Any]], results: list[dict[str, Any]],
             out.append("**Do not use pseudo labels** here: UMMT-PS is worse than UMMT-D on "
                        + ", ".join(_COLS[v["figure"]][0] for v in hurts) + ".")
         else:
-            out.append("**Pseudo labels brought no gain that matters** here (UMMT-PS vs UMMT-D: "
+            head = by_key.get("teacher_headroom")
+            room = ""
+            if head is not None:
+                room = (f", although the teacher was ahead of UMMT-D by {num(head['mean_diff'], 2)} "
+                        f"mIoU points ({head['verdict'].split(' (')[0]})")
+            out.append("**Pseudo labels showed no detectable gain** here (UMMT-PS vs UMMT-D: "
                        + "; ".join(f"{_COLS[v['figure']][0]}: {v['verdict']}" for v in ps)
-                       + "); train them only if the teacher is much better than the student.")
+                       + f"){room}; a gain smaller than the MDE is not ruled out, so treat them "
+                       "as optional, not as the default.")
     if "mt_src_vs_mt" in by_key:
         v = by_key["mt_src_vs_mt"]
         if v["outcome"] == "A better" and v["mean_diff"] >= v["min_effect"]:
@@ -200,8 +212,11 @@ def summary(results: list[dict[str, Any]]) -> list[str]:
         digits = _COLS.get(v["figure"], (None, 3))[1]
         primary = " (primary)" if v.get("primary") else ""
         if v["verdict"].startswith("no effect detected"):
-            paper = ("" if v.get("paper_effect") is None
-                     else f", paper's effect {num(v['paper_effect'], digits)}")
+            paper = ""
+            if v.get("paper_effect") is not None:
+                seen = (" - an effect of the paper's size would have been detected"
+                        if abs(v["paper_effect"]) > v["mde"] else "")
+                paper = f", paper's effect {num(v['paper_effect'], digits)}{seen}"
             groups["none"].append(f"{_claim(v)}{primary} (MDE {num(v['mde'], digits)}{paper})")
         elif v["verdict"].startswith("reproduced"):
             groups["reproduced"].append(f"{_claim(v)}{primary}"
@@ -211,7 +226,8 @@ def summary(results: list[dict[str, Any]]) -> list[str]:
             groups["contradicted"].append(f"{_claim(v)}{primary} ({v['verdict']}; mean diff "
                                           f"{num(v['mean_diff'], digits)})")
     titles = {"reproduced": "Reproduced", "contradicted": "Contradicted",
-              "none": "No effect detected (the study could not see an effect of this size)"}
+              "none": "No effect detected (MDE: the smallest effect the test finds with "
+                      f"{paired_stats.POWER:.0%} power)"}
     return [f"**{titles[k]}** ({len(items)}): " + ("; ".join(items) if items else "none") + "."
             for k, items in groups.items()]
 
@@ -228,9 +244,12 @@ def readme_sentence(records: list[dict[str, Any]], results: list[dict[str, Any]]
         if key in by_key:
             verdict = by_key[key]["verdict"].split(" (")[0]
             parts.append(f"{text}: {verdict}")
-    best, second, _, res = _ranking(records)
+    best, second, mean, res = _ranking(records)
     pick = (f"train {_name(best)}" if res.outcome == "A better" else
             f"{_name(best)} and {_name(second)} are the best and not separated by the test")
+    if best == "pretrain-st":
+        multi = sorted((s for s in mean if s != "pretrain-st"), key=lambda s: -mean[s])[0]
+        pick += f" (three networks; the best single multi-task network: {_name(multi)})"
     return (f"In the pre-registered transfer study on synthetic data ({len(records)} seeds, "
             f"paired tests) - {'; '.join(parts)} - the numbers say: {pick} "
             "([results](docs/results.md#the-transfer-study-issue-19-pretraining-8-seeds-a-paired-rule)).\n")
