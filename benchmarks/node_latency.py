@@ -11,16 +11,21 @@ and subscribes to the node's outputs:
   frame at a time, ``--frames`` frames, at each ``--sizes`` (the bundle is exported at that
   size), with the raw outputs (``~/segmentation``, ``~/depth``, ``~/normals``) and with every
   output (the colour images and ``~/points``), with the node started as the launch file
-  starts it (the shipped profile, :func:`mbmt_ros.dds_profile.node_transport_env`) and
-  without it. The node stamps each frame (receipt, taken, converted, predict start / end,
-  built, last publish) and reports p50/p99 over exactly the measured frames
-  (``diagnostics_window`` = frames); **overhead** = receipt -> last publish - predict per
-  frame, in ms and percent. **End-to-end** = the client's publish -> the last subscribed
-  output received (another process, DDS both ways): p50, p99, max, against predict.
+  starts it (``shipped``: :func:`mbmt_ros.dds_profile.node_transport_env`, the profile and
+  asynchronous publishing), the same with synchronous publishing (``shipped-sync``) and with
+  Fast DDS's defaults (``none``). The node stamps each frame (receipt, taken, converted,
+  predict start / end, built, last publish) and reports p50/p99 over exactly the measured
+  frames (``diagnostics_window`` = frames); **overhead** = receipt -> last publish - predict
+  per frame, in ms and percent. **End-to-end** = the client's publish -> the last subscribed
+  output received (another process, DDS both ways): p50, p99, max, against predict; the
+  node's ``input_delay`` (stamp -> receipt) splits off the camera's share. The client (camera
+  and consumer) runs on Fast DDS's defaults; ``--camera-rows`` sizes are measured again with
+  the client on the shipped profile too, in a child process.
 - **overlap**: a camera faster than the backend (``--camera-factor`` x 1000/P Hz) for
   ``--overlap-seconds``, every output subscribed: frames per second the client receives,
-  against 1000/P; with a test double that sleeps to a fixed predict time P (``--sleep-ms``,
-  the real tiny predictor inside) and with ONNX Runtime (tiny model, P = its predict p50).
+  against 1000/P, and the CPU cores the node and the client used; with a test double of fixed
+  latency (``--sleep-ms``: the first frame's real outputs, returned after sleeping P) and with
+  ONNX Runtime (tiny model at each ``--overlap-threads``, P = its predict p50).
 
 A run refuses to start when the 1-minute load average is above ``--max-load`` (1.0): the
 figures are for an idle machine; the load is recorded before and after. DDS must stay on
@@ -66,6 +71,8 @@ LABELS = {"tiny": "tiny (`model_tiny.yaml`, 3x `test_efficientnet`)",
 RESULTS = ROOT / "benchmarks" / "results" / "node_latency.json"
 DOCS = {ROOT / "docs" / "benchmarks.md": "benchmarks", ROOT / "docs" / "node.md": "node"}
 BEGIN, END = "<!-- node-latency:begin -->", "<!-- node-latency:end -->"
+#: Fast DDS's default shared-memory segment (KiB), which a camera without a profile publishes into
+DEFAULT_SHM_KIB = 512
 
 
 def export_random_bundle(config: Path, size: tuple[int, int], out: Path) -> Path:
@@ -268,6 +275,7 @@ def measure_overlap(bundle: Path, opts: argparse.Namespace, image: np.ndarray,
             time.sleep(0.5)
             predict_ms = float(run.wait(run.client.diag, 10, "no /diagnostics")["predict_p50_ms"])
         rate = opts.camera_factor * 1000.0 / predict_ms
+        cpu_before = (_process_cpu_s(run.proc.pid), time.process_time())
         start = time.monotonic()
         first_ns = time.time_ns()
         i = 0
@@ -275,6 +283,8 @@ def measure_overlap(bundle: Path, opts: argparse.Namespace, image: np.ndarray,
             run.client.publish(run.msg, run.info)
             i += 1
             time.sleep(max(0.0, start + i / rate - time.monotonic()))
+        wall = time.monotonic() - start
+        cpu = (_process_cpu_s(run.proc.pid) - cpu_before[0], time.process_time() - cpu_before[1])
         time.sleep(1.0)
         done = [arrival for stamp, arrival in run.client.completed() if stamp >= first_ns]
         diag = run.client.diag()
@@ -282,10 +292,18 @@ def measure_overlap(bundle: Path, opts: argparse.Namespace, image: np.ndarray,
         run.close()
     throughput = (len(done) - 1) / (done[-1] - done[0]) if len(done) > 2 else float("nan")
     return {"backend": "sleep" if sleep_ms is not None else diag.get("backend", opts.backend),
+            "num_threads": opts.num_threads,
             "predict_ms": predict_ms, "camera_hz": rate, "published": i,
             "frames_complete": len(done), "throughput_hz": throughput,
             "ideal_hz": 1000.0 / predict_ms, "ratio": throughput * predict_ms / 1000.0,
+            "cpu_cores": {"node": cpu[0] / wall, "client": cpu[1] / wall},
             "diagnostics": diag}
+
+
+def _process_cpu_s(pid: int) -> float:
+    """CPU seconds (user + system, every thread) a process has used so far (/proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def run_sleeping_node(sleep_ms: float, ros_args: list[str]) -> int:
@@ -298,14 +316,22 @@ def run_sleeping_node(sleep_ms: float, ros_args: list[str]) -> int:
     from mbmt_ros.runtime import open_predictor
 
     class FixedLatency:
+        """Predicts the first frame with the real predictor (outputs of the right shapes and
+        dtypes), then answers every frame with fresh copies of those outputs after sleeping
+        ``sleep_ms``: a predict of known latency that leaves the CPU to the rest of the node
+        (running the model as well would make P = max(sleep, the model's own time))."""
+
         def __init__(self, inner: Any) -> None:
             self._inner = inner
+            self._outputs: dict[str, np.ndarray] | None = None
             for name in ("backend", "precision", "tasks", "device", "bundle", "class_names", "palette"):
                 setattr(self, name, getattr(inner, name))
 
         def predict(self, image: np.ndarray) -> Any:
             start = time.monotonic()
-            out = self._inner.predict(image)
+            if self._outputs is None:
+                self._outputs = self._inner.predict(image)
+            out = {k: np.array(v, copy=True) for k, v in self._outputs.items()}
             time.sleep(max(0.0, sleep_ms / 1e3 - (time.monotonic() - start)))
             return out
 
@@ -358,10 +384,24 @@ def _e2e(r: dict[str, Any]) -> dict[str, float]:
 
 def _case(r: dict[str, Any], st: dict[str, Any]) -> tuple[str, str, str]:
     """(size, outputs, profile) of a result; runs before issue 18 lack the keys: their
-    defaults (the run's size, the five image outputs, no profile)."""
+    defaults (the run's size, the five image outputs, no profile). ``profile`` names the
+    node's and, where recorded, the camera's (the client's) Fast DDS profile."""
     size = r.get("size") or st["size"]
     outputs = {"raw": "raw (3)", "all": "all (5 + cloud)"}.get(r.get("outputs", ""), "5 images")
-    return f"{size[0]}x{size[1]}", outputs, r.get("profile", "none")
+    profile = {"shipped-sync": "shipped, synchronous publish"}.get(r.get("profile", "none"),
+                                                                  r.get("profile", "none"))
+    if "camera_profile" in r:
+        profile = f"node {profile}, camera {r['camera_profile']}"
+    return f"{size[0]}x{size[1]}", outputs, profile
+
+
+def _split(r: dict[str, Any]) -> tuple[float, float]:
+    """(camera -> node, node -> consumer) p50 ms: the node's ``input_delay`` p50 and what is
+    left of the end-to-end p50 after it and the node's receipt -> last publish (p50s of
+    different per-frame figures: an approximate split). NaN for runs without the figure."""
+    d, e = r["diagnostics"], _e2e(r)
+    into = _f(d, "input_delay_p50_ms")
+    return into, e["p50"] - into - _f(d, "total_p50_ms")
 
 
 #: Issue 18's goals: end-to-end p99 <= predict p99 + 10 ms and max <= predict p99 + 50 ms
@@ -384,6 +424,8 @@ def goal_lines(data: dict[str, Any]) -> list[str]:
         d, e = r["diagnostics"], _e2e(r)
         size, outputs, _ = _case(r, st)
         name = f"{r['model']} {size} {outputs}"
+        if "camera_profile" in r:
+            name += f", camera {r['camera_profile']}"
         late99, late_max = e["p99"] - _f(d, "predict_p99_ms"), e["max"] - _f(d, "predict_p99_ms")
         lines.append(f"- on time, {name}: end-to-end p99 - predict p99 = {late99:+.1f} ms "
                      f"(goal <= {GOALS['e2e_p99_ms']:.0f}), max - predict p99 = {late_max:+.1f} ms "
@@ -395,9 +437,81 @@ def goal_lines(data: dict[str, Any]) -> list[str]:
             lines.append(f"- node overhead, {name}: p50 {over:.1f} ms (goal <= {bound:.0f}): "
                          f"{verdict(over <= bound)}")
     for o in data.get("overlap") or []:
-        lines.append(f"- overlap, {o['backend']} P {o['predict_ms']:.1f} ms: "
+        lines.append(f"- overlap, {_overlap_name(o)} P {o['predict_ms']:.1f} ms: "
                      f"{o['ratio']:.2f} x 1000/P (goal >= {GOALS['overlap_ratio']}): "
                      f"{verdict(o['ratio'] >= GOALS['overlap_ratio'])}")
+    return lines
+
+
+def _overlap_name(o: dict[str, Any]) -> str:
+    if o["backend"] == "sleep" or "num_threads" not in o:
+        return o["backend"]
+    threads = o["num_threads"]
+    return f"{o['backend']} ({threads or 'default'} thread{'' if threads == 1 else 's'})"
+
+
+def why_lines(data: dict[str, Any]) -> list[str]:
+    """Where the missing milliseconds go, from the same rows: the camera's own shared-memory
+    segment (rows measured with the camera on Fast DDS defaults and on the shipped profile),
+    the publish segment's share of the node overhead, and the CPU the overlap runs used."""
+    st, lines = data["settings"], []
+    rows = [r for r in data["results"] if r.get("profile") == "shipped" and "camera_profile" in r
+            and "input_delay_p50_ms" in r["diagnostics"]]
+    for r in rows:
+        if r["camera_profile"] != "shipped":
+            continue
+        size, outputs, _ = _case(r, st)
+        base = [b for b in rows if b["camera_profile"] == "default" and b["model"] == r["model"]
+                and _case(b, st)[:2] == (size, outputs)]
+        if not base:
+            continue
+        b = base[0]
+        h, w = r.get("size") or st["size"]
+        late = {k: _e2e(x)["p99"] - _f(x["diagnostics"], "predict_p99_ms") for k, x in
+                (("default", b), ("shipped", r))}
+        kib = h * w * 3 / 1024
+        fits = "fits" if kib <= DEFAULT_SHM_KIB else "does not fit"
+        lines.append(
+            f"- {r['model']} {size} {outputs}: camera -> node p50 {_split(b)[0]:.1f} ms with the "
+            f"camera on Fast DDS defaults (a {h}x{w} rgb8 frame, {kib:.0f} KiB, {fits} in their "
+            f"{DEFAULT_SHM_KIB} KiB shared-memory segment), {_split(r)[0]:.1f} ms with the "
+            f"camera on the shipped profile; end-to-end p99 - predict p99 {late['default']:+.1f} "
+            f"-> {late['shipped']:+.1f} ms; node -> consumer p50 {_split(r)[1]:.1f} ms.")
+    for r in data["results"]:
+        d = r["diagnostics"]
+        size, outputs, _ = _case(r, st)
+        if (r.get("profile") == "shipped" and size == f"{st['size'][0]}x{st['size'][1]}"
+                and r.get("camera_profile", "default") == "default" and "overhead_p50_ms" in d):
+            lines.append(f"- {r['model']} {size} {outputs}: of the node overhead p50 "
+                         f"{_f(d, 'overhead_p50_ms'):.1f} ms, publish (the rclpy `publish` calls) "
+                         f"is {_f(d, 'publish_p50_ms'):.1f} ms, build "
+                         f"{_f(d, 'build_p50_ms'):.1f}, queue {_f(d, 'queue_p50_ms'):.1f}, convert "
+                         f"{_f(d, 'convert_p50_ms'):.1f} ms.")
+    for r in data["results"]:
+        if r.get("profile") != "shipped-sync":
+            continue
+        size, outputs, _ = _case(r, st)
+        same = [a for a in data["results"] if a.get("profile") == "shipped" and a["model"] == r["model"]
+                and _case(a, st)[:2] == (size, outputs)
+                and a.get("camera_profile") == r.get("camera_profile")]
+        if same:
+            a, late = same[0], {}
+            for k, x in (("async", same[0]), ("sync", r)):
+                late[k] = _e2e(x)["p99"] - _f(x["diagnostics"], "predict_p99_ms")
+            lines.append(f"- {r['model']} {size} {outputs}: asynchronous publishing (shipped) -> "
+                         f"synchronous: node overhead p50 {_f(a['diagnostics'], 'overhead_p50_ms'):.1f}"
+                         f" -> {_f(r['diagnostics'], 'overhead_p50_ms'):.1f} ms, publish p50 "
+                         f"{_f(a['diagnostics'], 'publish_p50_ms'):.1f} -> "
+                         f"{_f(r['diagnostics'], 'publish_p50_ms'):.1f} ms, end-to-end p99 - predict "
+                         f"p99 {late['async']:+.1f} -> {late['sync']:+.1f} ms.")
+    cores = data["machine"]["cpu_count"]
+    for o in data.get("overlap") or []:
+        if "cpu_cores" in o:
+            used = o["cpu_cores"]["node"] + o["cpu_cores"]["client"]
+            lines.append(f"- overlap, {_overlap_name(o)}: the node used "
+                         f"{o['cpu_cores']['node']:.2f} and the client (camera + consumer) "
+                         f"{o['cpu_cores']['client']:.2f} of the machine's {cores} cores "
+                         f"({used:.2f} together) at ratio {o['ratio']:.2f}.")
     return lines
 
 
@@ -418,8 +532,9 @@ def render(data: dict[str, Any]) -> dict[str, str]:
         "in flight at a time, `rgb8` at the bundle's size, random weights.")
     head = ("| model | size | outputs | DDS profile | backend, device, precision | predict p50 / p99 (ms) | "
             "**node overhead p50 / p99 (ms)** | overhead p50 / p99 (%) | queue | convert | build | publish | "
-            "**end-to-end p50 / p99 / max (ms)** | e2e p99 - predict p99 (ms) |\n"
-            "|---|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+            "**end-to-end p50 / p99 / max (ms)** | e2e p99 - predict p99 (ms) | camera -> node p50 "
+            "(ms) | node -> consumer p50 (ms, approx.) |\n"
+            "|---|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     rows, lines = [], []
     for r in data["results"]:
         d, e = r["diagnostics"], _e2e(r)
@@ -432,7 +547,8 @@ def render(data: dict[str, Any]) -> dict[str, str]:
                     f"{_pair(d, 'predict')} | **{over}** | {_pair(d, 'overhead', 'pct')} | "
                     f"{_f(d, 'queue_p50_ms'):.1f} | {_f(d, 'convert_p50_ms'):.1f} | "
                     f"{_f(d, 'build_p50_ms'):.1f} | {_f(d, 'publish_p50_ms'):.1f} | "
-                    f"**{e['p50']:.1f} / {e['p99']:.1f} / {e['max']:.1f}** | {late:+.1f} |")
+                    f"**{e['p50']:.1f} / {e['p99']:.1f} / {e['max']:.1f}** | {late:+.1f} | "
+                    + " | ".join("-" if x != x else f"{x:.1f}" for x in _split(r)) + " |")
         over_text = (f"{_f(d, 'overhead_p50_ms'):.1f} ms" if "overhead_p50_ms" in d
                      else f"{_f(d, 'overhead_p50_pct'):.1f} %")
         lines.append(f"- {LABELS.get(r['model'], r['model'])}, {size}, {outputs}, DDS profile "
@@ -445,8 +561,15 @@ def render(data: dict[str, Any]) -> dict[str, str]:
             "publish thread, including any wait for it), publish = until the last `publish` "
             "returned; node overhead = receipt -> last publish - predict, per frame. "
             "End-to-end = the client's publish -> the last subscribed output received (another "
-            "process; DDS both ways). DDS profile: `shipped` = the node started as the launch "
-            "file starts it (`config/fastdds_profile.xml`), `none` = Fast DDS defaults.")
+            "process; DDS both ways), split into camera -> node (the node's `input_delay`: the "
+            "header stamp -> receipt, same clock) and node -> consumer (the rest after the node's "
+            "receipt -> last publish). DDS profile: node `shipped` = the node started as the "
+            "launch file starts it (`config/fastdds_profile.xml` and asynchronous publishing), "
+            "`shipped, synchronous publish` = the same profile with rmw_fastrtps's default "
+            "synchronous publishing, `none` = Fast DDS defaults; "
+            "camera = the client process's own profile (it publishes the frames and subscribes "
+            "to the outputs): `default` = Fast DDS defaults, as a camera driver started without "
+            "a profile, `shipped` = the same file.")
     blocks = [caption, "", head, *rows, "", note]
     overlap = data.get("overlap") or []
     if "overlap" not in data:  # a run from before the shipped profile and the publish thread
@@ -458,19 +581,29 @@ def render(data: dict[str, Any]) -> dict[str, str]:
                    f"{st.get('camera_factor', '?')}x the backend's rate for "
                    f"{st.get('overlap_seconds', '?')} s, every output subscribed, "
                    f"{st.get('overlap_size', st['size'])[0]}x{st.get('overlap_size', st['size'])[1]}; "
-                   "`sleep` = the tiny model's predictor sleeping to a fixed predict time P.", "",
-                   "| backend | predict P (ms) | camera (Hz) | frames received (Hz) | 1000/P (Hz) | ratio |",
-                   "|---|---:|---:|---:|---:|---:|"]
-        blocks += [f"| {o['backend']} | {o['predict_ms']:.1f} | {o['camera_hz']:.1f} | "
-                   f"{o['throughput_hz']:.2f} | {o['ideal_hz']:.2f} | **{o['ratio']:.2f}** |"
-                   for o in overlap]
+                   "`sleep` = a test double of fixed latency: the tiny model's outputs of the first "
+                   "frame, returned after sleeping P (no model run); ONNX Runtime rows: the tiny "
+                   "model with the node's `num_threads` (default = the library's, all cores). "
+                   "CPU = cores used during the run (CPU seconds / wall seconds) by the node and "
+                   "by the client.", "",
+                   "| backend | predict P (ms) | camera (Hz) | frames received (Hz) | 1000/P (Hz) | "
+                   "ratio | CPU node + client (cores) |",
+                   "|---|---:|---:|---:|---:|---:|---:|"]
+        blocks += [f"| {_overlap_name(o)} | {o['predict_ms']:.1f} | {o['camera_hz']:.1f} | "
+                   f"{o['throughput_hz']:.2f} | {o['ideal_hz']:.2f} | **{o['ratio']:.2f}** | "
+                   + (f"{o['cpu_cores']['node']:.2f} + {o['cpu_cores']['client']:.2f} |"
+                      if "cpu_cores" in o else "- |") for o in overlap]
         lines.append("- Overlap: with a camera faster than the backend the node delivers "
                      + ", ".join(f"{o['ratio']:.2f}" for o in overlap)
                      + " x 1000/P frames per second (P = "
                      + ", ".join(f"{o['predict_ms']:.0f}" for o in overlap) + " ms).")
     goals = goal_lines(data) if overlap else []
     if goals:
-        blocks += ["", "Issue 18's goals, judged on these rows (shipped profile):", "", *goals]
+        blocks += ["", "Issue 18's goals, judged on these rows (node on the shipped profile):", "",
+                   *goals]
+    why = why_lines(data)
+    if why:
+        blocks += ["", "Where the time goes (the same rows):", "", *why]
     table = "\n".join(blocks)
     summary = "\n".join([f"Measured by `benchmarks/node_latency.py` ({data['date_utc']}, commit "
                          f"`{data['git_commit'][:12]}`, {m['cpu_count']} CPUs, 1-minute load "
@@ -504,11 +637,13 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--sizes", nargs="+", type=_size, default=[(288, 384), (480, 640)],
                         metavar="HxW", help="camera = export sizes (default 288x384 480x640)")
     parser.add_argument("--outputs", nargs="+", choices=sorted(OUTPUT_SETS), default=["raw", "all"])
-    parser.add_argument("--profiles", nargs="+", choices=("shipped", "none"),
-                        default=["shipped", "none"],
-                        help="the node's DDS profile; 'none' (Fast DDS defaults, the stall the "
-                             "profile removes: seconds a frame) runs for the tiny model's raw "
-                             "outputs at the first size only")
+    parser.add_argument("--profiles", nargs="+", choices=("shipped", "shipped-sync", "none"),
+                        default=["shipped", "shipped-sync", "none"],
+                        help="the node's DDS set-up: 'shipped' as the launch file starts it; "
+                             "'shipped-sync' the same with synchronous publishing (the tiny "
+                             "model at the first size only); 'none' (Fast DDS defaults, the "
+                             "stall the profile removes: seconds a frame) for the tiny model's "
+                             "raw outputs at the first size only")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--backend", default="onnxruntime")
     parser.add_argument("--precision", default="fp32")
@@ -517,6 +652,18 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--sleep-ms", type=float, nargs="*", default=[25.0, 50.0, 100.0, 200.0],
                         help="fixed predict times of the overlap curve (default 25 50 100 200)")
     parser.add_argument("--overlap-seconds", type=float, default=10.0)
+    parser.add_argument("--overlap-threads", type=int, nargs="*", default=[0, 1],
+                        help="node num_threads of the ONNX Runtime overlap runs (default 0 1: "
+                             "the library's default, all cores; and one, a core left to the "
+                             "publish thread and the consumer)")
+    parser.add_argument("--camera-profile", choices=("default", "shipped"), default="default",
+                        help="the client's own Fast DDS profile (it is the camera and the "
+                             "consumer): default = Fast DDS defaults (512 KiB shared-memory "
+                             "segment: a 480x640 rgb8 frame does not fit)")
+    parser.add_argument("--camera-rows", nargs="*", type=_size, default=[(480, 640)],
+                        metavar="HxW", help="sizes re-measured (tiny, shipped node profile) with "
+                        "the camera also on the shipped profile, in a child process (default "
+                        "480x640; none: skip)")
     parser.add_argument("--camera-factor", type=float, default=2.0,
                         help="camera rate of the overlap runs, x 1000/P (default 2)")
     parser.add_argument("--smoke", action="store_true",
@@ -538,7 +685,8 @@ def _measure_delivery(args: argparse.Namespace, bundle_of: Any, envs: dict[str, 
              for s in (args.sizes if m == "tiny" else args.sizes[:1])
              for o in args.outputs
              for pr in args.profiles
-             if pr != "none" or (m == "tiny" and s == args.sizes[0] and o == args.outputs[0])]
+             if pr == "shipped" or (m == "tiny" and s == args.sizes[0]
+                                    and (pr == "shipped-sync" or o == args.outputs[0]))]
     for model, size, outputs, profile in cases:
         started = time.monotonic()
         image = np.random.default_rng(0).integers(0, 256, (*size, 3), dtype=np.uint8)
@@ -546,6 +694,7 @@ def _measure_delivery(args: argparse.Namespace, bundle_of: Any, envs: dict[str, 
                                   envs[profile])
         data["results"].append({"model": model, "config": str(MODELS[model]),
                                 "size": list(size), "outputs": outputs, "profile": profile,
+                                "camera_profile": args.camera_profile,
                                 **result, "wall_s": round(time.monotonic() - started, 1)})
         d, e = result["diagnostics"], _e2e(result)
         print(f"{model} {size} {outputs} {profile}: predict p50 {d['predict_p50_ms']} ms, "
@@ -559,11 +708,36 @@ def _measure_overlap_curve(args: argparse.Namespace, bundle_of: Any,
     ``data["overlap"]``."""
     size = args.sizes[0]
     image = np.random.default_rng(0).integers(0, 256, (*size, 3), dtype=np.uint8)
-    for sleep_ms in [*args.sleep_ms, None]:
-        result = measure_overlap(bundle_of("tiny", size), args, image, envs["shipped"], sleep_ms)
+    runs = [(sleep_ms, args) for sleep_ms in args.sleep_ms]
+    runs += [(None, argparse.Namespace(**{**vars(args), "num_threads": n}))
+             for n in args.overlap_threads]
+    for sleep_ms, opts in runs:
+        result = measure_overlap(bundle_of("tiny", size), opts, image, envs["shipped"], sleep_ms)
         data["overlap"].append(result)
-        print(f"overlap {result['backend']} P {result['predict_ms']:.1f} ms: "
-              f"{result['throughput_hz']:.2f} Hz of {result['ideal_hz']:.2f}", flush=True)
+        print(f"overlap {result['backend']} ({opts.num_threads} threads) P "
+              f"{result['predict_ms']:.1f} ms: {result['throughput_hz']:.2f} Hz of "
+              f"{result['ideal_hz']:.2f}; CPU cores node {result['cpu_cores']['node']:.2f}, "
+              f"client {result['cpu_cores']['client']:.2f}", flush=True)
+
+
+def _measure_camera_rows(args: argparse.Namespace, envs: dict[str, dict[str, str]],
+                         data: dict[str, Any]) -> None:
+    """The tiny model's delivery rows at ``--camera-rows`` again, with the client (the camera
+    and the consumer) on the shipped profile as well: a child process, since Fast DDS reads
+    its profile once per process."""
+    if not args.camera_rows:
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "camera.json"
+        cmd = [sys.executable, __file__, "--camera-profile", "shipped", "--models", "tiny",
+               "--sizes", *[f"{h}x{w}" for h, w in args.camera_rows], "--outputs", *args.outputs,
+               "--profiles", "shipped", "--frames", str(args.frames), "--sleep-ms",
+               "--overlap-threads", "--camera-rows", "--device", args.device,
+               "--backend", args.backend, "--precision", args.precision,
+               "--num-threads", str(args.num_threads), "--ignore-load", "--no-docs",
+               "--json", str(out)]
+        subprocess.run(cmd, env={**os.environ, **envs["shipped"]}, check=True)
+        data["results"] += json.loads(out.read_text(encoding="utf-8"))["results"]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -579,7 +753,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("run inside scripts/ros_isolated so that DDS stays on loopback")
     if args.smoke:
         args.models, args.sizes, args.frames = ["tiny"], [(96, 128)], 10
-        args.sleep_ms, args.overlap_seconds = [50.0], 3.0
+        args.sleep_ms, args.overlap_seconds, args.overlap_threads = [50.0], 3.0, [0]
+        args.camera_rows = []
     if args.frames < 10:
         parser.error("--frames must be at least 10 (the node's smallest diagnostics_window)")
     load = os.getloadavg()[0]
@@ -587,10 +762,17 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"the 1-minute load average is {load:.2f} (> {args.max_load}): these figures "
                      "are for an idle machine; wait, or pass --ignore-load for a smoke run")
 
-    from mbmt_ros.dds_profile import node_transport_env
+    from mbmt_ros.dds_profile import PROFILE_ENV, PUBLICATION_MODE_ENV, node_transport_env
     from mbmt_ros.io import atomic_write_json
 
     envs = {"shipped": node_transport_env({}, "").env, "none": {}}
+    envs["shipped-sync"] = {**envs["shipped"], PUBLICATION_MODE_ENV: "SYNCHRONOUS"}
+    own = {k: os.environ[k] for k in PROFILE_ENV if os.environ.get(k)}
+    if own != ({k: v for k, v in envs["shipped"].items() if k in PROFILE_ENV}
+               if args.camera_profile == "shipped" else {}):
+        parser.error(f"--camera-profile {args.camera_profile}, but this process has {own or 'no profile'}"
+                     " (the client's Fast DDS profile comes from this process's environment); "
+                     "unset it, or let the parent run start the camera rows")
     data: dict[str, Any] = {
         "command": " ".join(["scripts/ros_isolated .venv/bin/python benchmarks/node_latency.py", *argv]),
         "git_commit": git("rev-parse", "HEAD"), "git_dirty": bool(git("status", "--porcelain")),
@@ -599,6 +781,7 @@ def main(argv: list[str] | None = None) -> int:
                      "frames": args.frames, "backend": args.backend, "device": args.device,
                      "precision": args.precision, "num_threads": args.num_threads,
                      "camera_factor": args.camera_factor, "overlap_seconds": args.overlap_seconds,
+                     "camera_profile": args.camera_profile,
                      "overlap_size": list(args.sizes[0])},
         "results": [], "overlap": []}
     with tempfile.TemporaryDirectory() as tmp:
@@ -612,6 +795,7 @@ def main(argv: list[str] | None = None) -> int:
 
         _measure_delivery(args, bundle_of, envs, data)
         _measure_overlap_curve(args, bundle_of, envs, data)
+    _measure_camera_rows(args, envs, data)
     data["machine"]["load_avg_1min_end"] = round(os.getloadavg()[0], 2)
     args.json.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_json(args.json, data)
