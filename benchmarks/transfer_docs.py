@@ -106,6 +106,28 @@ def _arms(records: list[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+#: a run whose depth RMSE is this many times its seed's ST nets' has diverged (flagged, kept)
+DIVERGED_RATIO = 10.0
+
+
+def _diverged(records: list[dict[str, Any]]) -> str:
+    """Runs that diverged (depth RMSE an order of magnitude above the same seed's ST nets):
+    they stay in every mean and test - the flag only says why a spread is huge."""
+    hits: dict[str, list[int]] = {}
+    for r in records:
+        st = transfer_study.figure(r, "pretrain-st", "depth.rmse")
+        for stage, row in r["rows"].items():
+            rmse = row["metrics"].get("depth", {}).get("rmse")
+            if stage != "teacher" and rmse is not None and rmse > DIVERGED_RATIO * st:
+                hits.setdefault(stage, []).append(r["seed"])
+    if not hits:
+        return ""
+    return (f"\nDiverged runs (depth RMSE above {DIVERGED_RATIO:g}x the same seed's ST nets; kept "
+            "in every mean and test, so their spread is huge): "
+            + "; ".join(f"{_name(s)}: seed{'s' if len(v) > 1 else ''} {', '.join(map(str, v))}"
+                        for s, v in hits.items()) + ".\n")
+
+
 def _comparisons(results: list[dict[str, Any]]) -> str:
     lines = ["| Claim (paper) | A vs B | figure | paper effect | mean diff ± sd | p | MDE | "
              "min effect | verdict |", "|---|---|---|---|---|---|---|---|---|"]
@@ -269,7 +291,7 @@ def render(records: list[dict[str, Any]], prereg: dict[str, Any],
                 + (f"\n{est}" if est else ""))
     results = transfer_study.analyse(records, prereg)
     return (_setup(records) + (f"\n{est}" if est else "")
-            + "\n#### Arms\n\n" + _arms(records)
+            + "\n#### Arms\n\n" + _arms(records) + _diverged(records)
             + "\n#### Pre-registered comparisons\n\n" + _comparisons(results)
             + "\n#### What reproduced\n\n" + "".join(f"- {line}\n" for line in summary(results))
             + "\n#### Which model should I train\n\n"

@@ -4,6 +4,7 @@ retyped cell or a lost marker. The blocks other benchmark scripts write with the
 markers (``backends.py``, ``node_soak.py``) are re-rendered here from their committed JSON."""
 from __future__ import annotations
 
+import copy
 import importlib.util
 import json
 import math
@@ -248,5 +249,11 @@ def test_transfer_study_section_is_derived_from_the_raw_records():
     assert "pseudo labels on mIoU: no effect detected" in sentence
     assert "train MBMT-Net (ST backbones frozen)" in sentence and "docs/results.md#" in sentence
     assert "no stage reused from an earlier run" in text and "on a clean tree" in text
+    # a diverged run is flagged (and stays in the means), none is flagged otherwise
+    assert "Diverged runs" not in text
+    broken = copy.deepcopy(records)
+    broken[3]["rows"]["mtunet"]["metrics"]["depth"]["rmse"] = 50.0
+    flagged = docs.render(broken, prereg)
+    assert "Diverged runs" in flagged and "MT-UNet: seed 3." in flagged
     # before the study has run the section says so (no numbers)
     assert "has not been run yet" in docs.render(records[:1], prereg)
