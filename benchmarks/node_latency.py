@@ -395,6 +395,23 @@ def _case(r: dict[str, Any], st: dict[str, Any]) -> tuple[str, str, str]:
     return f"{size[0]}x{size[1]}", outputs, profile
 
 
+def _late_p99(r: dict[str, Any]) -> float:
+    """End-to-end p99 - predict p99 (ms): the on-time goal's figure."""
+    return _e2e(r)["p99"] - _f(r["diagnostics"], "predict_p99_ms")
+
+
+def _twin(data: dict[str, Any], r: dict[str, Any], **want: Any) -> dict[str, Any] | None:
+    """The first result of the same model, size and output set as ``r`` whose keys have the
+    values in ``want`` (``camera_profile`` missing reads ``default``), or None."""
+    st = data["settings"]
+    for other in data["results"]:
+        if (other["model"] == r["model"] and _case(other, st)[:2] == _case(r, st)[:2]
+                and all(other.get(k, "default" if k == "camera_profile" else None) == v
+                        for k, v in want.items())):
+            return other
+    return None
+
+
 def _split(r: dict[str, Any]) -> tuple[float, float]:
     """(camera -> node, node -> consumer) p50 ms: the node's ``input_delay`` p50 and what is
     left of the end-to-end p50 after it and the node's receipt -> last publish (p50s of
@@ -426,7 +443,7 @@ def goal_lines(data: dict[str, Any]) -> list[str]:
         name = f"{r['model']} {size} {outputs}"
         if "camera_profile" in r:
             name += f", camera {r['camera_profile']}"
-        late99, late_max = e["p99"] - _f(d, "predict_p99_ms"), e["max"] - _f(d, "predict_p99_ms")
+        late99, late_max = _late_p99(r), e["max"] - _f(d, "predict_p99_ms")
         lines.append(f"- on time, {name}: end-to-end p99 - predict p99 = {late99:+.1f} ms "
                      f"(goal <= {GOALS['e2e_p99_ms']:.0f}), max - predict p99 = {late_max:+.1f} ms "
                      f"(goal <= {GOALS['e2e_max_ms']:.0f}): "
@@ -455,28 +472,22 @@ def why_lines(data: dict[str, Any]) -> list[str]:
     segment (rows measured with the camera on Fast DDS defaults and on the shipped profile),
     the publish segment's share of the node overhead, and the CPU the overlap runs used."""
     st, lines = data["settings"], []
-    rows = [r for r in data["results"] if r.get("profile") == "shipped" and "camera_profile" in r
-            and "input_delay_p50_ms" in r["diagnostics"]]
-    for r in rows:
-        if r["camera_profile"] != "shipped":
+    for r in data["results"]:
+        if (r.get("profile"), r.get("camera_profile")) != ("shipped", "shipped"):
+            continue
+        b = _twin(data, r, profile="shipped", camera_profile="default")
+        if b is None or any("input_delay_p50_ms" not in x["diagnostics"] for x in (r, b)):
             continue
         size, outputs, _ = _case(r, st)
-        base = [b for b in rows if b["camera_profile"] == "default" and b["model"] == r["model"]
-                and _case(b, st)[:2] == (size, outputs)]
-        if not base:
-            continue
-        b = base[0]
         h, w = r.get("size") or st["size"]
-        late = {k: _e2e(x)["p99"] - _f(x["diagnostics"], "predict_p99_ms") for k, x in
-                (("default", b), ("shipped", r))}
         kib = h * w * 3 / 1024
         fits = "fits" if kib <= DEFAULT_SHM_KIB else "does not fit"
         lines.append(
             f"- {r['model']} {size} {outputs}: camera -> node p50 {_split(b)[0]:.1f} ms with the "
             f"camera on Fast DDS defaults (a {h}x{w} rgb8 frame, {kib:.0f} KiB, {fits} in their "
             f"{DEFAULT_SHM_KIB} KiB shared-memory segment), {_split(r)[0]:.1f} ms with the "
-            f"camera on the shipped profile; end-to-end p99 - predict p99 {late['default']:+.1f} "
-            f"-> {late['shipped']:+.1f} ms; node -> consumer p50 {_split(r)[1]:.1f} ms.")
+            f"camera on the shipped profile; end-to-end p99 - predict p99 {_late_p99(b):+.1f} "
+            f"-> {_late_p99(r):+.1f} ms; node -> consumer p50 {_split(r)[1]:.1f} ms.")
     for r in data["results"]:
         d = r["diagnostics"]
         size, outputs, _ = _case(r, st)
@@ -488,22 +499,17 @@ def why_lines(data: dict[str, Any]) -> list[str]:
                          f"{_f(d, 'build_p50_ms'):.1f}, queue {_f(d, 'queue_p50_ms'):.1f}, convert "
                          f"{_f(d, 'convert_p50_ms'):.1f} ms.")
     for r in data["results"]:
-        if r.get("profile") != "shipped-sync":
+        a = (_twin(data, r, profile="shipped", camera_profile=r.get("camera_profile", "default"))
+             if r.get("profile") == "shipped-sync" else None)
+        if a is None:
             continue
         size, outputs, _ = _case(r, st)
-        same = [a for a in data["results"] if a.get("profile") == "shipped" and a["model"] == r["model"]
-                and _case(a, st)[:2] == (size, outputs)
-                and a.get("camera_profile") == r.get("camera_profile")]
-        if same:
-            a, late = same[0], {}
-            for k, x in (("async", same[0]), ("sync", r)):
-                late[k] = _e2e(x)["p99"] - _f(x["diagnostics"], "predict_p99_ms")
-            lines.append(f"- {r['model']} {size} {outputs}: asynchronous publishing (shipped) -> "
-                         f"synchronous: node overhead p50 {_f(a['diagnostics'], 'overhead_p50_ms'):.1f}"
-                         f" -> {_f(r['diagnostics'], 'overhead_p50_ms'):.1f} ms, publish p50 "
-                         f"{_f(a['diagnostics'], 'publish_p50_ms'):.1f} -> "
-                         f"{_f(r['diagnostics'], 'publish_p50_ms'):.1f} ms, end-to-end p99 - predict "
-                         f"p99 {late['async']:+.1f} -> {late['sync']:+.1f} ms.")
+        da, dr = a["diagnostics"], r["diagnostics"]
+        lines.append(f"- {r['model']} {size} {outputs}: asynchronous publishing (shipped) -> "
+                     f"synchronous: node overhead p50 {_f(da, 'overhead_p50_ms'):.1f} -> "
+                     f"{_f(dr, 'overhead_p50_ms'):.1f} ms, publish p50 "
+                     f"{_f(da, 'publish_p50_ms'):.1f} -> {_f(dr, 'publish_p50_ms'):.1f} ms, "
+                     f"end-to-end p99 - predict p99 {_late_p99(a):+.1f} -> {_late_p99(r):+.1f} ms.")
     cores = data["machine"]["cpu_count"]
     for o in data.get("overlap") or []:
         if "cpu_cores" in o:
@@ -542,7 +548,7 @@ def render(data: dict[str, Any]) -> dict[str, str]:
         run = f"{d['backend']}, {d['device']}, {d['precision']}"
         over = (f"{_f(d, 'overhead_p50_ms'):.1f} / {_f(d, 'overhead_p99_ms'):.1f}"
                 if "overhead_p50_ms" in d else "-")
-        late = e["p99"] - _f(d, "predict_p99_ms")
+        late = _late_p99(r)
         rows.append(f"| {LABELS.get(r['model'], r['model'])} | {size} | {outputs} | {profile} | {run} | "
                     f"{_pair(d, 'predict')} | **{over}** | {_pair(d, 'overhead', 'pct')} | "
                     f"{_f(d, 'queue_p50_ms'):.1f} | {_f(d, 'convert_p50_ms'):.1f} | "

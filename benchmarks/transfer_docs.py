@@ -160,6 +160,11 @@ def _ranking(records: list[dict[str, Any]], alpha: float = paired_stats.ALPHA
     return best, second, mean, res
 
 
+def _best_multi_task(mean: dict[str, float]) -> str:
+    """The deployable arm with the highest mean Δm that is one network (not the ST nets)."""
+    return max((s for s in mean if s != "pretrain-st"), key=lambda s: mean[s])
+
+
 def advice(records: list[dict[str, Any]], results: list[dict[str, Any]],
            alpha: float = paired_stats.ALPHA) -> list[str]:
     """The "which model should I train" bullets, derived from the numbers: the best deployable
@@ -170,7 +175,7 @@ def advice(records: list[dict[str, Any]], results: list[dict[str, Any]],
     out = []
     single = ""
     if best == "pretrain-st":
-        multi = sorted((s for s in mean if s != "pretrain-st"), key=lambda s: -mean[s])[0]
+        multi = _best_multi_task(mean)
         single = (f" It is three networks, one per task (three backbones and three forward "
                   f"passes on the robot); the best single multi-task network is {_name(multi)} "
                   f"(mean Δm {num(mean[multi], 2)} %).")
@@ -270,8 +275,8 @@ def readme_sentence(records: list[dict[str, Any]], results: list[dict[str, Any]]
     pick = (f"train {_name(best)}" if res.outcome == "A better" else
             f"{_name(best)} and {_name(second)} are the best and not separated by the test")
     if best == "pretrain-st":
-        multi = sorted((s for s in mean if s != "pretrain-st"), key=lambda s: -mean[s])[0]
-        pick += f" (three networks; the best single multi-task network: {_name(multi)})"
+        pick += (" (three networks; the best single multi-task network: "
+                 f"{_name(_best_multi_task(mean))})")
     return (f"In the pre-registered transfer study on synthetic data ({len(records)} seeds, "
             f"paired tests) - {'; '.join(parts)} - the numbers say: {pick} "
             "([results](docs/results.md#the-transfer-study-issue-19-pretraining-8-seeds-a-paired-rule)).\n")
